@@ -1,0 +1,115 @@
+"""The inference backend interface, the backend registry and the ``auto`` / fallback policy.
+
+Every backend takes one window in the project's input contract (time first, batch second:
+audio ``(T, B, 1, Ha, Wa)``, visual ``(T, B, C, Hv, Wv)``, float32) and returns time-averaged logits.
+Heavy libraries (onnxruntime, tensorrt) are imported inside the factories, so installing or importing
+this package never needs them.
+"""
+from __future__ import annotations
+
+import abc
+import importlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class BackendUnavailable(RuntimeError):
+    """The backend's library, device or model file is missing, or building/loading it failed."""
+
+
+@dataclass
+class InferenceResult:
+    """Outputs of one forward pass: logits ``(B, K)`` fused, and per modality (``None`` if absent)."""
+
+    logits: np.ndarray
+    audio_logits: np.ndarray | None = None
+    visual_logits: np.ndarray | None = None
+
+
+class InferenceBackend(abc.ABC):
+    """One loaded model on one runtime. Subclasses set ``name`` and implement :meth:`infer`."""
+
+    name: str = 'abstract'
+
+    def __init__(self) -> None:
+        #: free-form facts for diagnostics (device, precision, engine path, fallback reason, ...)
+        self.info: dict[str, Any] = {}
+
+    @abc.abstractmethod
+    def infer(self, audio: np.ndarray, visual: np.ndarray) -> InferenceResult:
+        """Run one batch of windows; inputs must match the model card's static shapes."""
+
+    def warmup(self, audio: np.ndarray, visual: np.ndarray, iterations: int = 2) -> None:
+        """Run a few passes so lazy initialisation (allocations, kernel selection) is paid before start."""
+        for _ in range(iterations):
+            self.infer(audio, visual)
+
+    def close(self) -> None:
+        """Release the backend's resources (GPU memory, sessions)."""
+
+
+Factory = Callable[..., InferenceBackend]
+
+# name -> "module:function" of a factory ``f(card, **options) -> InferenceBackend``; imported lazily.
+_FACTORIES: dict[str, str] = {
+    'torch': 'av_snn_ros.backends.torch_backend:create',
+    'onnxruntime': 'av_snn_ros.backends.onnxruntime_backend:create',
+    'tensorrt': 'av_snn_ros.backends.tensorrt_backend:create',
+}
+#: the order ``auto`` tries backends in: fastest first where it can run.
+AUTO_ORDER = ('tensorrt', 'onnxruntime', 'torch')
+
+
+def available_backends() -> list[str]:
+    """Backend names accepted by :func:`create_backend` (``auto`` included)."""
+    return ['auto', *_FACTORIES]
+
+
+def _factory(name: str) -> Factory:
+    if name not in _FACTORIES:
+        raise ValueError(f'unknown backend {name!r}; choose one of {", ".join(available_backends())}')
+    module_name, func = _FACTORIES[name].split(':')
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise BackendUnavailable(f'backend {name!r} cannot be imported: {exc}') from exc
+    return getattr(module, func)
+
+
+@dataclass
+class BackendChoice:
+    """What :func:`create_backend` decided, for logs and diagnostics."""
+
+    requested: str
+    backend: InferenceBackend
+    skipped: dict[str, str] = field(default_factory=dict)   # backend name -> why it was not used
+
+
+def create_backend(name: str, card, **options) -> BackendChoice:
+    """Create backend ``name`` for model card ``card``.
+
+    ``auto`` tries :data:`AUTO_ORDER` and falls back past any backend that is unavailable or fails to
+    build/load, recording why in ``BackendChoice.skipped`` (the node logs it once and publishes it in
+    diagnostics). A pinned name never falls back: its failure raises :class:`BackendUnavailable`.
+    Options a backend does not take are ignored by the others (each factory takes ``**options``).
+    """
+    if name != 'auto':
+        backend = _factory(name)(card, **options)
+        return BackendChoice(requested=name, backend=backend)
+    skipped: dict[str, str] = {}
+    for candidate in AUTO_ORDER:
+        try:
+            backend = _factory(candidate)(card, **options)
+        except (BackendUnavailable, ImportError, OSError, RuntimeError) as exc:
+            skipped[candidate] = str(exc)
+            log.info('backend %s not used: %s', candidate, exc)
+            continue
+        backend.info.setdefault('fallback_from', dict(skipped))
+        return BackendChoice(requested='auto', backend=backend, skipped=skipped)
+    raise BackendUnavailable('no inference backend could be created: ' +
+                             '; '.join(f'{k}: {v}' for k, v in skipped.items()))

@@ -18,6 +18,9 @@ log() { printf '[install] %s\n' "$*" >&2; }
 need_apt=()
 command -v cmake >/dev/null || need_apt+=(cmake)
 command -v g++ >/dev/null || need_apt+=(g++)
+# Debian's own python3 ships venv/ensurepip and the C headers (needed by the interface build) separately.
+python3 -c 'import ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+[ -f "$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" ] || need_apt+=(python3-dev)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "${AV_SNN_SKIP_APT:-0}" = 1 ] || ! command -v apt-get >/dev/null; then
     log "missing build tools: ${need_apt[*]} (install them, then re-run)"; exit 1
@@ -51,7 +54,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$deps_hash" ]; then
       ros-kilted-rosidl-default-generators ros-kilted-rosidl-core-generators catkin-pkg
   "${PIP[@]}" colcon-core colcon-cmake colcon-ros colcon-python-setup-py colcon-package-information
   "${PIP[@]}" rosbags onnx onnxruntime onnxscript polygraphy opencv-python-headless pyyaml \
-      psutil pytest pytest-timeout
+      psutil sounddevice pytest pytest-timeout
   echo "$deps_hash" > "$stamp"
 fi
 

@@ -1,0 +1,202 @@
+"""Spiking neurons on spikingjelly 2.0: a LIF node and the multimodal LIF (MLIF) of MISNet.
+
+Both subclass :class:`spikingjelly.activation_based.neuron.BaseNode` and keep its charge / fire / reset
+template and its explicit-state functional step (``single_step_functional_forward``), so
+``spikingjelly.activation_based.functional.reset_net`` and the rest of spikingjelly's tooling work on
+them. Layout is time first: single step ``x`` is ``(B, ...)``, multi step (``step_mode='m'``, the default
+here) ``x_seq`` is ``(T, B, ...)``.
+
+Why not spikingjelly's own ``LIFNode``: its multi-step path dispatches to backend kernels that only
+export to ONNX through the dynamo exporter, and MLIF needs two inputs and two membranes anyway. The
+maths below is spikingjelly's LIF (tests compare the two numerically); the forward pass uses only
+elementwise torch ops, so the legacy and the dynamo ONNX exporters both unroll it over T.
+
+Surrogate gradients: the Heaviside fire step uses a spikingjelly surrogate (``sigmoid`` by default, as
+the MISNet paper) whenever autograd is recording; without autograd (inference, export) it is the plain
+comparison ``v >= v_threshold``, which is exactly the surrogate's forward value.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+import torch.nn as nn
+from spikingjelly.activation_based import surrogate as sj_surrogate
+from spikingjelly.activation_based.neuron import BaseNode
+
+# name -> spikingjelly surrogate class; every entry takes ``alpha`` (its sharpness)
+SURROGATES: dict[str, Callable[..., nn.Module]] = {
+    'sigmoid': sj_surrogate.Sigmoid,
+    'atan': sj_surrogate.ATan,
+}
+
+
+def get_surrogate(name: str | nn.Module, alpha: float = 4.0) -> nn.Module:
+    """A fresh surrogate module from its name (``sigmoid``, ``atan``) or the module itself."""
+    if isinstance(name, nn.Module):
+        return name
+    if not isinstance(name, str) or name.lower() not in SURROGATES:
+        raise ValueError(f'unknown surrogate {name!r}; choose one of {", ".join(SURROGATES)}')
+    return SURROGATES[name.lower()](alpha=float(alpha))
+
+
+def decay_from_tau(tau: float) -> float:
+    """Membrane decay factor ``1 - 1/tau`` of Eq. 2; ``tau`` must be > 1 so the factor lies in (0, 1).
+
+    The MISNet paper writes tau = 0.2, which would make the factor -4 (an oscillating, exploding
+    membrane); we reject such values instead of silently reinterpreting them (see docs/models.md).
+    """
+    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not tau > 1.0:
+        raise ValueError(f'tau must be a number > 1 (decay 1 - 1/tau in (0, 1)), got {tau!r}; the paper\'s '
+                         '"tau = 0.2" is read as tau = 2.0, see docs/models.md')
+    return 1.0 - 1.0 / float(tau)
+
+
+def _fire(v_minus_threshold: torch.Tensor, surrogate: nn.Module) -> torch.Tensor:
+    """Heaviside spike with a surrogate gradient when autograd is recording."""
+    if torch.is_grad_enabled() and v_minus_threshold.requires_grad:
+        return surrogate(v_minus_threshold)
+    return (v_minus_threshold >= 0).to(v_minus_threshold.dtype)
+
+
+class LIFNode(BaseNode):
+    """Leaky integrate-and-fire neuron (charge, fire, reset; spikingjelly template).
+
+    Charge (``decay_input=False``, MISNet Eq. 2):  ``U[t] = (1 - 1/tau) U[t-1] + C[t]``
+    Charge (``decay_input=True``, S-CMRL):         ``U[t] = U[t-1] + (C[t] - (U[t-1] - V_reset)) / tau``
+    Fire:   ``S[t] = Heaviside(U[t] - V_th)``
+    Reset:  soft (``v_reset=None``, Eq. 2) ``U <- U - V_th S``; hard ``U <- S V_reset + (1 - S) U``.
+
+    Shapes: single step ``(B, ...)``; multi step ``(T, B, ...)``.
+    """
+
+    def __init__(self, tau: float = 2.0, decay_input: bool = False, v_threshold: float = 1.0,
+                 v_reset: Optional[float] = None, surrogate: str | nn.Module = 'sigmoid',
+                 surrogate_alpha: float = 4.0, detach_reset: bool = False, step_mode: str = 'm') -> None:
+        decay_from_tau(tau)
+        if v_reset is not None:
+            v_reset = float(v_reset)
+        super().__init__(v_threshold=float(v_threshold), v_reset=v_reset,
+                         surrogate_function=get_surrogate(surrogate, surrogate_alpha),
+                         detach_reset=bool(detach_reset), step_mode=step_mode)
+        self.tau = float(tau)
+        self.decay_input = bool(decay_input)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f', tau={self.tau}, decay_input={self.decay_input}'
+
+    # -- the three steps, written once and shared by the single- and multi-step paths
+    def neuronal_charge(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        rest = 0.0 if self.v_reset is None else self.v_reset
+        if self.decay_input:
+            return v + (x - (v - rest)) / self.tau
+        return v - (v - rest) / self.tau + x
+
+    def neuronal_fire(self, v: torch.Tensor) -> torch.Tensor:
+        return _fire(v - self.v_threshold, self.surrogate_function)
+
+    def neuronal_reset(self, v: torch.Tensor, spike: torch.Tensor) -> torch.Tensor:
+        s = spike.detach() if self.detach_reset else spike
+        if self.v_reset is None:
+            return v - self.v_threshold * s
+        return s * self.v_reset + (1.0 - s) * v
+
+    def single_step_functional_forward(self, inputs: tuple[torch.Tensor, ...], states: tuple[object, ...]
+                                       ) -> tuple[tuple[torch.Tensor, ...], tuple[object, ...]]:
+        v = self.neuronal_charge(inputs[0], states[0])
+        spike = self.neuronal_fire(v)
+        return (spike,), (self.neuronal_reset(v, spike), *states[1:])
+
+    def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        # The one Python loop of a spiking layer: T steps of a few elementwise ops.
+        v = self.materialize_states((x_seq,), tuple(self._memories.values()), 'm')[0]
+        spikes = []
+        for x in x_seq:
+            v = self.neuronal_charge(x, v)
+            spike = self.neuronal_fire(v)
+            v = self.neuronal_reset(v, spike)
+            spikes.append(spike)
+        self._memories['v'] = v
+        return torch.stack(spikes)
+
+
+class MLIFNode(BaseNode):
+    """Multimodal LIF neuron of MISNet (Eq. 6-11): one neuron, two membranes, one joint fire.
+
+    Multimodal charge:  ``U_m[t] = (1 - 1/tau) U_m[t-1] + C_m[t]``,  m in {v, a}
+    Multimodal fusion:  ``U[t] = [alpha_v U_v[t] ; alpha_a U_a[t]]`` (channel concat, alpha learnable)
+    Multimodal fire:    ``S[t] = Heaviside(U[t] - V_th)``; ``[S_v ; S_a] = split(S[t])``
+    Multimodal reset:   ``U_m <- U_m - V_th S_m`` (soft reset on the un-scaled membranes)
+
+    ``forward(c_audio, c_visual) -> (s_audio, s_visual)``; both inputs ``(T, B, C, H, W)`` in
+    multi-step mode or ``(B, C, H, W)`` in single-step mode, with equal shapes (the channel axis is the
+    concatenation axis).
+    """
+
+    def __init__(self, tau: float = 2.0, v_threshold: float = 1.0, alpha_init: float = 0.5,
+                 surrogate: str | nn.Module = 'sigmoid', surrogate_alpha: float = 4.0,
+                 detach_reset: bool = False, step_mode: str = 'm') -> None:
+        decay_from_tau(tau)
+        super().__init__(v_threshold=float(v_threshold), v_reset=None,
+                         surrogate_function=get_surrogate(surrogate, surrogate_alpha),
+                         detach_reset=bool(detach_reset), step_mode=step_mode)
+        self.tau = float(tau)
+        self.alpha_a = nn.Parameter(torch.tensor(float(alpha_init)))
+        self.alpha_v = nn.Parameter(torch.tensor(float(alpha_init)))
+        # BaseNode registered ``v``; MLIF keeps one membrane per modality instead.
+        del self._memories['v'], self._memories_rv['v']
+        self.register_memory('v_a', 0.0)
+        self.register_memory('v_v', 0.0)
+
+    def extra_repr(self) -> str:
+        return f'v_threshold={self.v_threshold}, tau={self.tau}, step_mode={self.step_mode}'
+
+    def _v_seq_source(self):  # spikingjelly's optional voltage recording reads this
+        return self.v_v
+
+    def materialize_states(self, inputs, states, step_mode):
+        c_a, c_v = inputs
+        if c_a.shape != c_v.shape:
+            raise ValueError(f'MLIF needs equal audio and visual shapes, got {tuple(c_a.shape)} and '
+                             f'{tuple(c_v.shape)}')
+        x = c_a[0] if step_mode == 'm' else c_a
+        out = []
+        for v in states:
+            if not isinstance(v, torch.Tensor) or v.shape != x.shape:
+                v = torch.zeros_like(x)
+            out.append(v)
+        return tuple(out)
+
+    def neuronal_charge(self, c: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return v - v / self.tau + c
+
+    def neuronal_fire(self, v_a: torch.Tensor, v_v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        fused = torch.cat((self.alpha_v * v_v, self.alpha_a * v_a), dim=1)     # (B, 2C, ...), Eq. 7
+        spike = _fire(fused - self.v_threshold, self.surrogate_function)        # Eq. 8
+        s_v, s_a = torch.chunk(spike, 2, dim=1)                                # Eq. 9
+        return s_a, s_v
+
+    def neuronal_reset(self, v: torch.Tensor, spike: torch.Tensor) -> torch.Tensor:
+        s = spike.detach() if self.detach_reset else spike
+        return v - self.v_threshold * s                                         # Eq. 10
+
+    def _step(self, c_a: torch.Tensor, c_v: torch.Tensor, v_a: torch.Tensor, v_v: torch.Tensor):
+        v_a = self.neuronal_charge(c_a, v_a)
+        v_v = self.neuronal_charge(c_v, v_v)
+        s_a, s_v = self.neuronal_fire(v_a, v_v)
+        return s_a, s_v, self.neuronal_reset(v_a, s_a), self.neuronal_reset(v_v, s_v)
+
+    def single_step_functional_forward(self, inputs, states):
+        s_a, s_v, v_a, v_v = self._step(inputs[0], inputs[1], states[0], states[1])
+        return (s_a, s_v), (v_a, v_v)
+
+    def multi_step_forward(self, c_a_seq: torch.Tensor, c_v_seq: torch.Tensor
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+        v_a, v_v = self.materialize_states((c_a_seq, c_v_seq), tuple(self._memories.values()), 'm')
+        out_a, out_v = [], []
+        for c_a, c_v in zip(c_a_seq, c_v_seq):
+            s_a, s_v, v_a, v_v = self._step(c_a, c_v, v_a, v_v)
+            out_a.append(s_a)
+            out_v.append(s_v)
+        self._memories['v_a'], self._memories['v_v'] = v_a, v_v
+        return torch.stack(out_a), torch.stack(out_v)

@@ -1,0 +1,313 @@
+"""Read and write the project's ROS 2 bags with ``rosbags`` (pure Python: no rclpy, no rosbag2).
+
+Bags hold what a robot records: ``sensor_msgs/Image`` frames, ``av_snn_msgs/AudioChunk`` PCM chunks and,
+for evaluation, ``av_snn_msgs/LabelStamped`` ground truth. The project's custom message types are
+registered from their ``.msg`` files (installed share dir or source tree) when writing, and from the
+definitions stored in the bag itself when reading, so any bag written here reads back anywhere.
+
+Time is integer nanoseconds everywhere; ``stamp_ns``/``time_msg`` convert to and from header stamps.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from ..preprocessing import pcm_to_float
+
+NS_PER_S = 1_000_000_000
+
+# Default topics (absolute: bags record resolved names); robots' bags are mapped with `--remap`.
+IMAGE_TOPIC = '/image'
+COMPRESSED_IMAGE_TOPIC = '/image/compressed'
+AUDIO_TOPIC = '/audio'
+GROUND_TRUTH_TOPIC = '/ground_truth'
+
+IMAGE_TYPE = 'sensor_msgs/msg/Image'
+COMPRESSED_IMAGE_TYPE = 'sensor_msgs/msg/CompressedImage'
+AUDIO_TYPE = 'av_snn_msgs/msg/AudioChunk'
+LABEL_TYPE = 'av_snn_msgs/msg/LabelStamped'
+CLASSIFICATION_TYPE = 'av_snn_msgs/msg/Classification'
+CUSTOM_MSG_PACKAGE = 'av_snn_msgs'
+CUSTOM_MSG_NAMES = ('AudioChunk', 'Classification', 'LabelStamped')
+
+STORAGES = ('mcap', 'sqlite3')
+BAG_VERSION = 9                       # rosbag2 metadata version written by Jazzy/Kilted
+SAMPLES_KEY = 'av_snn.samples'        # custom_data key: JSON list of the recorded samples
+RECORDING_KEY = 'av_snn.recording'    # custom_data key: JSON dict describing how the bag was made
+
+# sensor_msgs/Image encodings this module writes/decodes -> channels
+IMAGE_ENCODINGS = {'mono8': 1, 'rgb8': 3, 'bgr8': 3}
+AUDIO_ENCODING_S16LE = 'S16LE'
+_S16_SCALE = 32768.0                  # pcm_to_float divides S16 by this
+
+
+def stamp_ns(stamp: Any) -> int:
+    """A ``builtin_interfaces/Time`` (rosbags or rclpy message) -> integer nanoseconds."""
+    return int(stamp.sec) * NS_PER_S + int(stamp.nanosec)
+
+
+def find_msg_dir() -> Path:
+    """The folder with ``av_snn_msgs``' ``.msg`` files: installed share dir first, then the source tree."""
+    candidates = []
+    for prefix in (os.environ.get('VIRTUAL_ENV'), sys.prefix,
+                   *os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep)):
+        if prefix:
+            candidates.append(Path(prefix) / 'share' / CUSTOM_MSG_PACKAGE / 'msg')
+    candidates.append(Path(__file__).resolve().parents[2] / CUSTOM_MSG_PACKAGE / 'msg')
+    for candidate in candidates:
+        if all((candidate / f'{name}.msg').is_file() for name in CUSTOM_MSG_NAMES):
+            return candidate
+    raise FileNotFoundError(
+        f'cannot find {CUSTOM_MSG_PACKAGE}/msg/*.msg (looked in {", ".join(map(str, candidates))}); '
+        'install the interface package with scripts/install.sh')
+
+
+def make_typestore(msg_dir: Path | None = None):
+    """A rosbags typestore for ROS 2 Kilted plus the project's custom messages."""
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    store = get_typestore(Stores.ROS2_KILTED)
+    msg_dir = Path(msg_dir) if msg_dir is not None else find_msg_dir()
+    types = {}
+    for name in CUSTOM_MSG_NAMES:
+        types.update(get_types_from_msg((msg_dir / f'{name}.msg').read_text(),
+                                        f'{CUSTOM_MSG_PACKAGE}/msg/{name}'))
+    store.register(types)
+    return store
+
+
+# ------------------------------------------------------------------------------------------ writing
+
+class BagWriter:
+    """Write frames, audio chunks and labels into a new rosbag2 bag (``mcap`` or ``sqlite3``).
+
+    The receive timestamp of every message equals its header stamp, as if recorded with no transport
+    delay, so a player paced by receive time reproduces the sensor timing exactly.
+
+    Use as a context manager; ``path`` must not exist yet.
+    """
+
+    def __init__(self, path: str | os.PathLike, storage: str = 'mcap', typestore=None) -> None:
+        from rosbags.rosbag2 import StoragePlugin, Writer
+
+        if storage not in STORAGES:
+            raise ValueError(f'storage must be one of {STORAGES}, got {storage!r}')
+        self.path = Path(path)
+        if self.path.exists():
+            raise FileExistsError(f'{self.path} already exists; choose a new bag path')
+        plugin = StoragePlugin.MCAP if storage == 'mcap' else StoragePlugin.SQLITE3
+        self.store = typestore if typestore is not None else make_typestore()
+        self._writer = Writer(self.path, version=BAG_VERSION, storage_plugin=plugin)
+        self._connections: dict[str, Any] = {}
+        self.counts: dict[str, int] = {}
+
+    def __enter__(self) -> 'BagWriter':
+        self._writer.open()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._writer.close()
+
+    def set_metadata(self, key: str, value: Any) -> None:
+        """Store ``value`` as JSON in the bag's ``custom_data`` (metadata.yaml)."""
+        self._writer.set_custom_data(key, json.dumps(value, sort_keys=True))
+
+    def _time(self, ns: int):
+        if ns < 0:
+            raise ValueError(f'stamps must be non-negative, got {ns} ns')
+        return self.store.types['builtin_interfaces/msg/Time'](sec=ns // NS_PER_S, nanosec=ns % NS_PER_S)
+
+    def _header(self, ns: int, frame_id: str):
+        return self.store.types['std_msgs/msg/Header'](stamp=self._time(ns), frame_id=frame_id)
+
+    def _write(self, topic: str, msgtype: str, receive_ns: int, msg: Any) -> None:
+        conn = self._connections.get(topic)
+        if conn is None:
+            conn = self._writer.add_connection(topic, msgtype, typestore=self.store)
+            self._connections[topic] = conn
+        elif conn.msgtype != msgtype:
+            raise ValueError(f'topic {topic} already holds {conn.msgtype}, cannot write {msgtype}')
+        self._writer.write(conn, receive_ns, bytes(self.store.serialize_cdr(msg, msgtype)))
+        self.counts[topic] = self.counts.get(topic, 0) + 1
+
+    def write_image(self, stamp: int, frame: np.ndarray, encoding: str = 'mono8',
+                    frame_id: str = 'camera', topic: str = IMAGE_TOPIC) -> None:
+        """One ``sensor_msgs/Image``: ``frame`` is HxW (mono8) or HxWx3 uint8 matching ``encoding``."""
+        if encoding not in IMAGE_ENCODINGS:
+            raise ValueError(f'encoding must be one of {sorted(IMAGE_ENCODINGS)}, got {encoding!r}')
+        frame = np.asarray(frame)
+        channels = IMAGE_ENCODINGS[encoding]
+        if frame.dtype != np.uint8:
+            raise TypeError(f'frames must be uint8, got {frame.dtype}')
+        if frame.ndim == 3 and frame.shape[2] == 1:
+            frame = frame[:, :, 0]
+        if (channels == 1 and frame.ndim != 2) or (channels == 3 and (frame.ndim != 3 or frame.shape[2] != 3)):
+            raise ValueError(f'frame shape {frame.shape} does not match encoding {encoding}')
+        height, width = frame.shape[:2]
+        image_cls = self.store.types[IMAGE_TYPE]
+        msg = image_cls(header=self._header(stamp, frame_id), height=height, width=width, encoding=encoding,
+                        is_bigendian=0, step=width * channels,
+                        data=np.ascontiguousarray(frame).reshape(-1))
+        self._write(topic, IMAGE_TYPE, stamp, msg)
+
+    def write_audio(self, stamp: int, pcm: np.ndarray, sample_rate: int, channels: int = 1,
+                    frame_id: str = 'microphone', topic: str = AUDIO_TOPIC) -> None:
+        """One ``AudioChunk`` of int16 PCM (interleaved when ``channels`` > 1); stamp = first sample."""
+        pcm = np.asarray(pcm)
+        if pcm.dtype != np.int16:
+            raise TypeError(f'pcm must be int16, got {pcm.dtype}')
+        if pcm.size % channels:
+            raise ValueError(f'{pcm.size} samples is not a whole number of {channels}-channel frames')
+        audio_cls = self.store.types[AUDIO_TYPE]
+        data = np.frombuffer(pcm.astype('<i2').tobytes(), dtype=np.uint8)
+        msg = audio_cls(header=self._header(stamp, frame_id), sample_rate=sample_rate, channels=channels,
+                        encoding=AUDIO_ENCODING_S16LE, data=data)
+        self._write(topic, AUDIO_TYPE, stamp, msg)
+
+    def write_label(self, span_start: int, span_end: int, class_id: int, label: str,
+                    frame_id: str = '', topic: str = GROUND_TRUTH_TOPIC) -> None:
+        """One ``LabelStamped`` for ``[span_start, span_end]``, received at the span's end."""
+        if span_end <= span_start:
+            raise ValueError(f'empty label span [{span_start}, {span_end}]')
+        label_cls = self.store.types[LABEL_TYPE]
+        msg = label_cls(header=self._header(span_end, frame_id), span_start=self._time(span_start),
+                        class_id=int(class_id), label=str(label))
+        self._write(topic, LABEL_TYPE, span_end, msg)
+
+
+def float_to_s16(audio: np.ndarray) -> np.ndarray:
+    """float32 [-1, 1] -> int16 with the scale ``pcm_to_float`` inverts (round to nearest, clip)."""
+    audio = np.asarray(audio, dtype=np.float32)
+    return np.clip(np.rint(audio * _S16_SCALE), -_S16_SCALE, _S16_SCALE - 1).astype(np.int16)
+
+
+# ------------------------------------------------------------------------------------------ reading
+
+@dataclass(frozen=True)
+class BagMessage:
+    """One message as stored: topic, type, receive time and the raw CDR bytes."""
+
+    topic: str
+    msgtype: str
+    time_ns: int
+    raw: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class LabelSpan:
+    """A ground-truth label over ``[start_ns, end_ns]``."""
+
+    start_ns: int
+    end_ns: int
+    class_id: int
+    label: str
+
+
+class BagReader:
+    """Open a bag (any storage), list its topics, iterate raw messages and decode them.
+
+    Message types are registered from the definitions stored in the bag, so bags from other
+    machines (other message versions) decode without the local ``.msg`` files.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        from rosbags.rosbag2 import Reader
+
+        self.path = Path(path)
+        if not (self.path / 'metadata.yaml').is_file():
+            raise FileNotFoundError(f'{self.path} is not a rosbag2 bag (no metadata.yaml)')
+        self._reader = Reader(self.path)
+
+    def __enter__(self) -> 'BagReader':
+        from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+        self._reader.open()
+        self.store = get_typestore(Stores.ROS2_KILTED)
+        for conn in self._reader.connections:
+            if conn.msgtype not in self.store.types and conn.msgdef.data:
+                self.store.register(get_types_from_msg(conn.msgdef.data, conn.msgtype))
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._reader.close()
+
+    @property
+    def topics(self) -> dict[str, str]:
+        """topic -> message type."""
+        return {conn.topic: conn.msgtype for conn in self._reader.connections}
+
+    @property
+    def message_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for conn in self._reader.connections:
+            counts[conn.topic] = counts.get(conn.topic, 0) + conn.msgcount
+        return counts
+
+    @property
+    def start_ns(self) -> int:
+        return int(self._reader.start_time)
+
+    @property
+    def end_ns(self) -> int:
+        return int(self._reader.end_time)
+
+    @property
+    def custom_data(self) -> dict[str, Any]:
+        """The bag's ``custom_data``, JSON values decoded (others kept as strings)."""
+        out: dict[str, Any] = {}
+        for key, value in (self._reader.storage.metadata.custom or {}).items():
+            try:
+                out[key] = json.loads(value)
+            except ValueError:
+                out[key] = value
+        return out
+
+    def messages(self, topics: Sequence[str] | None = None) -> Iterator[BagMessage]:
+        """Raw messages in receive-time order, optionally only on ``topics``."""
+        conns = [c for c in self._reader.connections if topics is None or c.topic in topics]
+        if topics is not None and not conns:
+            return
+        for conn, t_ns, raw in self._reader.messages(connections=conns):
+            yield BagMessage(conn.topic, conn.msgtype, int(t_ns), bytes(raw))
+
+    def decode(self, message: BagMessage) -> Any:
+        """Deserialize one raw message into a rosbags message object."""
+        return self.store.deserialize_cdr(message.raw, message.msgtype)
+
+    def ground_truth(self, topic: str = GROUND_TRUTH_TOPIC) -> list[LabelSpan]:
+        """All ``LabelStamped`` spans on ``topic``, in time order (empty when the bag has none)."""
+        if self.topics.get(topic) not in (None, LABEL_TYPE):
+            raise ValueError(f'{topic} holds {self.topics[topic]}, not {LABEL_TYPE}')
+        spans = []
+        for message in self.messages([topic]):
+            msg = self.decode(message)
+            spans.append(LabelSpan(stamp_ns(msg.span_start), stamp_ns(msg.header.stamp),
+                                   int(msg.class_id), str(msg.label)))
+        return sorted(spans, key=lambda s: (s.start_ns, s.end_ns))
+
+
+def image_to_array(msg: Any) -> np.ndarray:
+    """Decode a ``sensor_msgs/Image`` (mono8 / rgb8 / bgr8) into HxW or HxWx3 RGB uint8."""
+    if msg.encoding not in IMAGE_ENCODINGS:
+        raise ValueError(f'unsupported image encoding {msg.encoding!r}')
+    channels = IMAGE_ENCODINGS[msg.encoding]
+    data = np.frombuffer(bytes(msg.data), dtype=np.uint8)
+    if data.size < msg.height * msg.step or msg.step < msg.width * channels:
+        raise ValueError(f'image data ({data.size} B, step {msg.step}) too small for '
+                         f'{msg.width}x{msg.height} {msg.encoding}')
+    rows = data[:msg.height * msg.step].reshape(msg.height, msg.step)[:, :msg.width * channels]
+    if channels == 1:
+        return rows.reshape(msg.height, msg.width).copy()
+    img = rows.reshape(msg.height, msg.width, channels)
+    return (img[:, :, ::-1] if msg.encoding == 'bgr8' else img).copy()
+
+
+def audio_to_float(msg: Any) -> np.ndarray:
+    """Decode an ``AudioChunk`` into mono float32 in [-1, 1] (the node's decoding, shared)."""
+    return pcm_to_float(np.asarray(msg.data, dtype=np.uint8), msg.encoding, int(msg.channels))

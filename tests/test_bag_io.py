@@ -1,0 +1,153 @@
+"""Bag writing and reading (rosbags, no ROS): real AV-digits samples survive a round trip in both storages."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from av_snn_ros.preprocessing import PreprocessConfig, pcm_to_float
+from av_snn_ros.replay import bag_io
+from av_snn_ros.replay.make_bag import RecordingConfig, camera_frame, write_samples_bag
+
+NUM_SAMPLES = 3
+
+
+@pytest.fixture(scope='module')
+def samples(data_root):
+    from av_snn_training.data.av_digits import AVDigits
+    dataset = AVDigits(data_root, split='test', cfg=PreprocessConfig(), num=NUM_SAMPLES)
+    return [dataset.raw(i) for i in range(len(dataset))]
+
+
+def _read_all(path):
+    with bag_io.BagReader(path) as reader:
+        topics = reader.topics
+        decoded = [(m, reader.decode(m)) for m in reader.messages()]
+        return topics, decoded, reader.ground_truth(), reader.custom_data
+
+
+def _segment_audio(decoded, start_ns, n, sample_rate):
+    """Concatenate decoded audio chunks from ``start_ns`` on, ``n`` samples."""
+    chunks = [(bag_io.stamp_ns(msg.header.stamp), bag_io.audio_to_float(msg))
+              for m, msg in decoded if m.topic == bag_io.AUDIO_TOPIC]
+    stream_start = chunks[0][0]
+    stream = np.concatenate([c for _, c in chunks])
+    offset = (start_ns - stream_start) * sample_rate // bag_io.NS_PER_S
+    return stream[offset:offset + n]
+
+
+@pytest.mark.parametrize('storage', bag_io.STORAGES)
+def test_round_trip_real_samples(tmp_path, samples, storage):
+    rec = RecordingConfig()
+    out = tmp_path / f'bag_{storage}'
+    records = write_samples_bag(out, samples, [str(d) for d in range(10)], rec, storage=storage)
+    topics, decoded, spans, custom = _read_all(out)
+
+    assert topics == {bag_io.IMAGE_TOPIC: bag_io.IMAGE_TYPE, bag_io.AUDIO_TOPIC: bag_io.AUDIO_TYPE,
+                      bag_io.GROUND_TRUTH_TOPIC: bag_io.LABEL_TYPE}
+    # receive time == header stamp for sensor data, == span end for labels; stored in time order
+    times = [m.time_ns for m, _ in decoded]
+    assert times == sorted(times)
+    for m, msg in decoded:
+        assert m.time_ns == bag_io.stamp_ns(msg.header.stamp)
+
+    # audio: contiguous 20 ms chunks from t0, 16 kHz S16LE
+    audio = [(bag_io.stamp_ns(msg.header.stamp), msg) for m, msg in decoded if m.topic == bag_io.AUDIO_TOPIC]
+    chunk_ns = int(rec.chunk_ms * 1e6)
+    assert [t for t, _ in audio] == [rec.t0_ns + k * chunk_ns for k in range(len(audio))]
+    assert {(msg.sample_rate, msg.channels, msg.encoding) for _, msg in audio} == {(16000, 1, 'S16LE')}
+    assert len(audio) * chunk_ns == (NUM_SAMPLES + 1) * rec.segment_ns      # samples + closing segment
+
+    # ground truth: one span per sample, on the classifier grid, labels equal the data set's
+    assert [(s.start_ns, s.end_ns, s.class_id) for s in spans] == [
+        (rec.t0_ns + i * rec.segment_ns, rec.t0_ns + i * rec.segment_ns + rec.segment_ns, s.label)
+        for i, s in enumerate(samples)]
+    assert all(s.start_ns % rec.hop_ns == 0 for s in spans)
+
+    # decoded audio of each segment equals the source window up to 16-bit quantisation
+    for span, sample in zip(spans, samples):
+        got = _segment_audio(decoded, span.start_ns, len(sample.audio), rec.sample_rate)
+        np.testing.assert_allclose(got, sample.audio, rtol=0, atol=0.5 / 32768 + 1e-7)
+        assert np.abs(sample.audio).max() > 0.01       # a real utterance, not silence
+
+    # frames: 15 fps from t0; every frame inside a span shows that sample's image
+    frames = [(bag_io.stamp_ns(msg.header.stamp), bag_io.image_to_array(msg))
+              for m, msg in decoded if m.topic == bag_io.IMAGE_TOPIC]
+    assert frames[0][0] == rec.t0_ns
+    assert np.allclose(np.diff([t for t, _ in frames]), 1e9 / rec.fps, atol=1)
+    for span, sample in zip(spans, samples):
+        inside = [f for t, f in frames if span.start_ns <= t < span.end_ns]
+        assert len(inside) == rec.fps * rec.window_s
+        for f in inside:
+            np.testing.assert_array_equal(f, sample.image)
+
+    # the sample list lets parity be checked per sample
+    listed = custom[bag_io.SAMPLES_KEY]
+    assert [(d['audio_file'], d['image_index'], d['label']) for d in listed] == [
+        (s.audio_file, s.image_index, s.label) for s in samples]
+    assert [d['span_start_ns'] for d in listed] == [r.span_start_ns for r in records]
+
+
+def test_rgb_upscaled_frames_and_renamed_topics(tmp_path, samples):
+    rec = RecordingConfig(image_size=56, encoding='rgb8', fps=30.0, chunk_ms=10.0)
+    out = tmp_path / 'robot_bag'
+    topics_in = {'image': '/camera/image_raw', 'audio': '/mic/audio'}
+    write_samples_bag(out, samples[:1], [str(d) for d in range(10)], rec, topics=topics_in)
+    topics, decoded, spans, _ = _read_all(out)
+    assert set(topics) == {'/camera/image_raw', '/mic/audio', bag_io.GROUND_TRUTH_TOPIC}
+    frame_msgs = [msg for m, msg in decoded if m.topic == '/camera/image_raw']
+    assert (frame_msgs[0].encoding, frame_msgs[0].height, frame_msgs[0].width, frame_msgs[0].step) == \
+        ('rgb8', 56, 56, 56 * 3)
+    frame = bag_io.image_to_array(frame_msgs[0])
+    np.testing.assert_array_equal(frame, camera_frame(samples[0].image, 56, 'rgb8'))
+    assert frame.shape == (56, 56, 3) and (frame[..., 0] == frame[..., 2]).all()
+    chunk = next(msg for m, msg in decoded if m.topic == '/mic/audio')
+    assert len(chunk.data) == 160 * 2                                     # 10 ms at 16 kHz, 16 bit
+
+
+def test_float_to_s16_inverts_pcm_to_float():
+    x = np.array([-1.0, -0.5, 0.0, 1e-5, 0.25, 0.999, 1.0, 1.5], dtype=np.float32)
+    back = pcm_to_float(bag_io.float_to_s16(x).tobytes(), 'S16LE', 1)
+    np.testing.assert_allclose(back[:6], x[:6], atol=0.5 / 32768)
+    assert back[-1] == back[-2] == pytest.approx(32767 / 32768)          # clipped, not wrapped
+
+
+def test_writer_rejects_bad_input(tmp_path):
+    with bag_io.BagWriter(tmp_path / 'bag') as writer:
+        with pytest.raises(ValueError, match='encoding'):
+            writer.write_image(0, np.zeros((4, 4), np.uint8), encoding='yuv422')
+        with pytest.raises(ValueError, match='does not match'):
+            writer.write_image(0, np.zeros((4, 4, 3), np.uint8), encoding='mono8')
+        with pytest.raises(TypeError, match='int16'):
+            writer.write_audio(0, np.zeros(8, np.float32), 16000)
+        with pytest.raises(ValueError, match='empty label span'):
+            writer.write_label(10, 10, 1, '1')
+        writer.write_label(0, 10, 1, '1')
+        with pytest.raises(ValueError, match='already holds'):
+            writer.write_audio(0, np.zeros(8, np.int16), 16000, topic=bag_io.GROUND_TRUTH_TOPIC)
+    with pytest.raises(FileExistsError):
+        bag_io.BagWriter(tmp_path / 'bag')
+    with pytest.raises(FileNotFoundError, match='not a rosbag2 bag'):
+        bag_io.BagReader(tmp_path)
+
+
+def test_recording_config_validation():
+    with pytest.raises(ValueError, match='whole number of samples'):
+        RecordingConfig(chunk_ms=0.01)
+    with pytest.raises(ValueError, match='less than one frame per timestep'):
+        RecordingConfig(fps=2.0)
+    # a hop that does not divide W: segments grow to whole hops and stay on the grid
+    rec = RecordingConfig(hop_s=0.3)
+    assert rec.segment_ns == 1_200_000_000 and rec.t0_ns % rec.hop_ns == 0
+
+
+def test_image_decoding_handles_padded_rows_and_bgr():
+    class Msg:
+        height, width, encoding, step = 2, 3, 'bgr8', 12            # 3 px * 3 B + 3 B row padding
+        data = np.arange(24, dtype=np.uint8)
+    img = bag_io.image_to_array(Msg)
+    assert img.shape == (2, 3, 3)
+    np.testing.assert_array_equal(img[0, 0], [2, 1, 0])             # BGR -> RGB
+    np.testing.assert_array_equal(img[1, 0], [14, 13, 12])          # second row starts at step
+    Msg.data = np.arange(10, dtype=np.uint8)
+    with pytest.raises(ValueError, match='too small'):
+        bag_io.image_to_array(Msg)

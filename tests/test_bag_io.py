@@ -55,7 +55,7 @@ def test_round_trip_real_samples(tmp_path, samples, storage):
     chunk_ns = int(rec.chunk_ms * 1e6)
     assert [t for t, _ in audio] == [rec.t0_ns + k * chunk_ns for k in range(len(audio))]
     assert {(msg.sample_rate, msg.channels, msg.encoding) for _, msg in audio} == {(16000, 1, 'S16LE')}
-    assert len(audio) * chunk_ns == (NUM_SAMPLES + 1) * rec.segment_ns      # samples + closing segment
+    assert len(audio) * chunk_ns == NUM_SAMPLES * rec.segment_ns
 
     # ground truth: one span per sample, on the classifier grid, labels equal the data set's
     assert [(s.start_ns, s.end_ns, s.class_id) for s in spans] == [

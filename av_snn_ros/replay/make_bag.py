@@ -12,8 +12,7 @@ classifier's windows covers each segment exactly:
 - ``/ground_truth`` ``av_snn_msgs/LabelStamped`` per segment (``span_start`` = segment start, stamp =
   segment end).
 
-One segment of silence and a blank frame follows the last sample so the last window completes. Bag
-receive timestamps equal header stamps. The sample list (audio file, image index, label, span) and the
+Bag receive timestamps equal header stamps. The sample list (audio file, image index, label, span) and the
 recording settings are stored as JSON in the bag's ``custom_data`` (``av_snn.samples``,
 ``av_snn.recording``), so a replay can be checked against ``av-snn eval`` sample by sample.
 """
@@ -132,7 +131,7 @@ def write_samples_bag(out: str | Path, samples: Sequence, labels: Sequence[str],
               'ground_truth': bag_io.GROUND_TRUTH_TOPIC, **(topics or {})}
     seg_ns, seg_n, t0 = rec.segment_ns, rec.segment_samples, rec.t0_ns
     window_n = int(round(rec.window_s * rec.sample_rate))
-    n_segments = len(samples) + 1                       # + one blank segment so the last window closes
+    n_segments = len(samples)
     audio = np.zeros(n_segments * seg_n, dtype=np.int16)
     records = []
     for i, s in enumerate(samples):
@@ -145,7 +144,6 @@ def write_samples_bag(out: str | Path, samples: Sequence, labels: Sequence[str],
                                     image_index=int(s.image_index), span_start_ns=t0 + i * seg_ns,
                                     span_end_ns=t0 + i * seg_ns + window_n * bag_io.NS_PER_S // rec.sample_rate))
     frames = [camera_frame(s.image, rec.image_size, rec.encoding) for s in samples]
-    blank = np.zeros_like(frames[0])
     end_ns = t0 + n_segments * seg_ns
 
     # Events in time order; at equal stamps: ground truth (closes a span), then audio, then image.
@@ -175,9 +173,7 @@ def write_samples_bag(out: str | Path, samples: Sequence, labels: Sequence[str],
                 writer.write_audio(t, audio[idx * chunk_n:(idx + 1) * chunk_n], rec.sample_rate,
                                    topic=topics['audio'])
             else:
-                segment = (t - t0) // seg_ns
-                frame = frames[segment] if segment < len(frames) else blank
-                writer.write_image(t, frame, encoding=rec.encoding, topic=topics['image'])
+                writer.write_image(t, frames[(t - t0) // seg_ns], encoding=rec.encoding, topic=topics['image'])
     return records
 
 

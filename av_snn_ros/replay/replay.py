@@ -1,0 +1,570 @@
+"""``av-snn replay``: play a bag through the real node graph over rclpy and score the classifications.
+
+Graph: this process runs a *player* node that publishes every bag message's raw CDR bytes on its
+(remapped) topic, paced by bag receive time x ``--rate`` (or as fast as the classifier keeps up), and a
+*collector* subscription on ``/classification`` and ``/diagnostics``. The classifier is the real
+``av_classifier`` lifecycle node, started as its own process with the replay parameter file (reliable
+QoS, deep queues) and ``autostart``. The model is never called from here.
+
+Flow control: the player never runs more than ``--lookahead-s`` of bag time ahead of the newest window
+the classifier has published (bounded in-flight data: nothing overflows a queue or the windower's
+buffer, so fast replay drops no window). If the classifier publishes nothing for ``--stall-timeout-s``
+(e.g. it dropped windows), the player moves on and the stall is reported.
+
+Latency (seconds, one per received classification): receive time of the classification in this
+process minus the time this process published the last bag message stamped before the window's end
+(the message that completed the window), both on this process's monotonic clock. It covers transport
+both ways, the node's buffering, preprocessing, inference and publishing, and is independent of the
+replay rate.
+"""
+from __future__ import annotations
+
+import argparse
+import bisect
+import importlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from . import bag_io, scoring
+
+CLASSIFICATION_TOPIC = '/classification'
+DIAGNOSTICS_TOPIC = '/diagnostics'
+NODE_NAME = 'av_classifier'
+PLAYER_NODE_NAME = 'av_snn_replay'
+# Topics a recorded robot bag may contain that must not be replayed into the graph we score.
+SKIPPED_TOPICS = frozenset({CLASSIFICATION_TOPIC, DIAGNOSTICS_TOPIC, '/rosout', '/parameter_events'})
+QUEUE_DEPTH = 1000                    # player/collector history: well above the in-flight bound
+DEFAULT_LOOKAHEAD_S = 1.5             # < the windower's max_buffer_s (3 s): in-flight data never expires
+DEFAULT_STALL_TIMEOUT_S = 10.0
+DEFAULT_STARTUP_TIMEOUT_S = 120.0     # first start loads torch and the model
+DEFAULT_DRAIN_TIMEOUT_S = 30.0        # wait for the last classifications after the last message
+DIAG_WAIT_S = 3.0                     # wait for a diagnostics report newer than the last message
+SHUTDOWN_TIMEOUT_S = 10.0
+POLL_S = 0.05                         # condition-variable wake-up for liveness checks
+LOG_TAIL_CHARS = 4000
+MAX_PLAYER_SLEEP_S = 0.25             # pacing sleeps in slices so a dead node is noticed
+
+
+class ReplayError(RuntimeError):
+    """The replay could not run (bad bag, node failed to start, ...); the message says why."""
+
+
+@dataclass
+class ReplayOptions:
+    bag: Path
+    rate: float | None = 1.0                     # None = as fast as the classifier keeps up
+    card: Path | None = None
+    backend: str | None = None
+    params_file: Path | None = None
+    remaps: dict[str, str] = field(default_factory=dict)
+    lookahead_s: float = DEFAULT_LOOKAHEAD_S
+    stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S
+    startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S
+    drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S
+    domain_id: int | None = None
+    node_log: Path | None = None                 # classifier stdout/stderr (default: a temp file)
+    ground_truth_topic: str = bag_io.GROUND_TRUTH_TOPIC
+
+    def __post_init__(self) -> None:
+        self.bag = Path(self.bag)
+        if self.rate is not None and not self.rate > 0:
+            raise ValueError(f'rate must be > 0, got {self.rate}')
+        if not self.lookahead_s > 0:
+            raise ValueError(f'lookahead_s must be > 0, got {self.lookahead_s}')
+
+
+@dataclass(frozen=True)
+class Received:
+    """One classification as received (times: this process's monotonic clock, ns)."""
+
+    start_ns: int
+    end_ns: int
+    class_id: int
+    label: str
+    confidence: float
+    flags: tuple[str, ...]
+    received_ns: int
+
+
+def parse_remaps(items: list[str] | None) -> dict[str, str]:
+    """``['/from:=/to', ...]`` -> ``{'/from': '/to'}`` (absolute names, as recorded in bags)."""
+    remaps = {}
+    for item in items or []:
+        src, sep, dst = item.partition(':=')
+        if not sep or not src or not dst:
+            raise ValueError(f'bad remap {item!r}: use /bag_topic:=/graph_topic')
+        src, dst = ('/' + src.lstrip('/'), '/' + dst.lstrip('/'))
+        remaps[src] = dst
+    return remaps
+
+
+def message_class(msgtype: str):
+    """``pkg/msg/Name`` -> the generated rclpy message class."""
+    pkg, _, name = msgtype.split('/')
+    try:
+        return getattr(importlib.import_module(f'{pkg}.msg'), name)
+    except (ImportError, AttributeError) as exc:
+        raise ReplayError(f'message type {msgtype} is not installed in this Python environment') from exc
+
+
+def _check_topics(topics: dict[str, str], remaps: dict[str, str]) -> dict[str, str]:
+    """Map bag topics to graph topics; raise if the classifier's inputs are missing."""
+    unknown = sorted(set(remaps) - set(topics))
+    if unknown:
+        raise ReplayError(f'--remap names topic(s) {unknown} that the bag does not have; bag topics: '
+                          f'{_describe(topics)}')
+    graph = {remaps.get(t, t): t for t in topics}
+    if len(graph) != len(topics):
+        raise ReplayError(f'remaps map two bag topics onto one graph topic: {remaps}')
+    has_audio = topics.get(graph.get(bag_io.AUDIO_TOPIC, ''), None) == bag_io.AUDIO_TYPE
+    has_image = (topics.get(graph.get(bag_io.IMAGE_TOPIC, ''), None) == bag_io.IMAGE_TYPE
+                 or topics.get(graph.get(bag_io.COMPRESSED_IMAGE_TOPIC, ''), None) == bag_io.COMPRESSED_IMAGE_TYPE)
+    if not (has_audio and has_image):
+        raise ReplayError(
+            f'the classifier needs {bag_io.AUDIO_TOPIC} ({bag_io.AUDIO_TYPE}) and {bag_io.IMAGE_TOPIC} '
+            f'({bag_io.IMAGE_TYPE}) or {bag_io.COMPRESSED_IMAGE_TOPIC}; the bag has {_describe(topics)}. '
+            'Map recorded names with e.g. --remap /camera/image_raw:=/image --remap /mic/audio:=/audio')
+    return {bag_topic: remaps.get(bag_topic, bag_topic) for bag_topic in topics}
+
+
+def _describe(topics: dict[str, str]) -> str:
+    return ', '.join(f'{t} ({m})' for t, m in sorted(topics.items())) or '(none)'
+
+
+def _node_command(opts: ReplayOptions, card: Path, params_file: Path) -> list[str]:
+    """The classifier node as its own process, running the same code as this process."""
+    args = ['--ros-args', '--params-file', str(params_file), '-p', 'autostart:=true',
+            '-p', f'model.card:={card}']
+    if opts.backend:
+        args += ['-p', f'backend.name:={opts.backend}']
+    code = 'import sys; from av_snn_ros.ros.classifier_node import main; sys.exit(main())'
+    return [sys.executable, '-c', code, *args]
+
+
+def _node_env(opts: ReplayOptions) -> dict[str, str]:
+    env = dict(os.environ)
+    # the child imports the same av_snn_ros as we do (a source checkout or the install)
+    import av_snn_ros
+    root = str(Path(av_snn_ros.__file__).resolve().parent.parent)
+    env['PYTHONPATH'] = os.pathsep.join(filter(None, [root, env.get('PYTHONPATH')]))
+    env.setdefault('PYTHONUNBUFFERED', '1')
+    if opts.domain_id is not None:
+        env['ROS_DOMAIN_ID'] = str(opts.domain_id)
+    return env
+
+
+class _Collector:
+    """Thread-safe store of what the graph sends back, with a condition to wait on."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.received: list[Received] = []
+        self.diagnostics: dict[str, dict[str, str]] = {}
+        self.diag_received_ns: int | None = None
+        self.newest_end_ns: int | None = None
+        self.callback: Callable[[Received], None] | None = None
+
+    def on_classification(self, msg) -> None:
+        now = time.monotonic_ns()
+        item = Received(start_ns=bag_io.stamp_ns(msg.window_start), end_ns=bag_io.stamp_ns(msg.header.stamp),
+                        class_id=int(msg.class_id), label=str(msg.label), confidence=float(msg.confidence),
+                        flags=tuple(msg.flags), received_ns=now)
+        with self.cond:
+            self.received.append(item)
+            if self.newest_end_ns is None or item.end_ns > self.newest_end_ns:
+                self.newest_end_ns = item.end_ns
+            self.cond.notify_all()
+        if self.callback is not None:
+            self.callback(item)
+
+    def on_diagnostics(self, msg) -> None:
+        now = time.monotonic_ns()
+        with self.cond:
+            for status in msg.status:
+                if NODE_NAME in status.name:
+                    self.diagnostics[status.name] = {
+                        'level': int.from_bytes(status.level, 'little') if isinstance(status.level, bytes)
+                        else int(status.level),
+                        'message': status.message,
+                        **{kv.key: kv.value for kv in status.values}}
+                    self.diag_received_ns = now
+            self.cond.notify_all()
+
+
+class _Player:
+    """Publishes bag messages with pacing and flow control; records what it sent when."""
+
+    def __init__(self, node, topic_map: dict[str, str], topics: dict[str, str], collector: _Collector,
+                 opts: ReplayOptions, alive: Callable[[], None]) -> None:
+        from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+        qos = QoSProfile(depth=QUEUE_DEPTH, history=HistoryPolicy.KEEP_LAST,
+                         reliability=ReliabilityPolicy.RELIABLE)
+        self.publishers = {bag_topic: node.create_publisher(message_class(topics[bag_topic]), graph, qos)
+                           for bag_topic, graph in topic_map.items()}
+        self.sensor_topics = {t for t, m in topics.items()
+                              if m in (bag_io.IMAGE_TYPE, bag_io.COMPRESSED_IMAGE_TYPE, bag_io.AUDIO_TYPE)}
+        self.collector, self.opts, self.alive = collector, opts, alive
+        self.sent_stamps: list[int] = []        # receive stamps of sensor messages, publish order
+        self.sent_wall: list[int] = []          # monotonic ns of each publish
+        self.flow_wait_s = 0.0
+        self.stalls = 0
+        self._granted_ns = 0
+        self.published = 0
+
+    def _wait_for_window(self, stamp_ns: int, first_ns: int, window_ns: int) -> None:
+        """Block while ``stamp_ns`` is more than the lookahead past the newest classified window.
+
+        After ``stall_timeout_s`` without a new classification (the node dropped windows, or has none
+        to publish) the player is granted one more lookahead of bag time and the stall is counted.
+        """
+        lookahead = int(self.opts.lookahead_s * bag_io.NS_PER_S)
+        c = self.collector
+        started = time.monotonic()
+        last_progress, last_count = started, len(c.received)
+        with c.cond:
+            while True:
+                newest = max(c.newest_end_ns if c.newest_end_ns is not None else first_ns + window_ns,
+                             self._granted_ns)
+                if stamp_ns <= newest + lookahead:
+                    break
+                if len(c.received) != last_count:
+                    last_progress, last_count = time.monotonic(), len(c.received)
+                if time.monotonic() - last_progress > self.opts.stall_timeout_s:
+                    self.stalls += 1
+                    self._granted_ns = stamp_ns
+                    break
+                c.cond.wait(POLL_S)
+                self.alive()
+        self.flow_wait_s += time.monotonic() - started
+
+    def play(self, reader: bag_io.BagReader, window_ns: int) -> None:
+        rate = self.opts.rate
+        first_ns = wall0 = None
+        paused_ns = 0
+        for message in reader.messages(list(self.publishers)):
+            if first_ns is None:
+                first_ns, wall0 = message.time_ns, time.monotonic_ns()
+            if message.topic in self.sensor_topics:
+                before = time.monotonic_ns()
+                self._wait_for_window(message.time_ns, first_ns, window_ns)
+                paused_ns += time.monotonic_ns() - before      # flow-control waits shift the clock
+            if rate is not None:
+                target = wall0 + paused_ns + int((message.time_ns - first_ns) / rate)
+                while (delay := target - time.monotonic_ns()) > 0:
+                    time.sleep(min(delay / bag_io.NS_PER_S, MAX_PLAYER_SLEEP_S))
+                    self.alive()
+            self.publishers[message.topic].publish(message.raw)
+            self.published += 1
+            if message.topic in self.sensor_topics:
+                self.sent_stamps.append(message.time_ns)
+                self.sent_wall.append(time.monotonic_ns())
+
+    def completion_time(self, end_ns: int) -> int | None:
+        """Publish time of the last sensor message stamped before ``end_ns``."""
+        i = bisect.bisect_left(self.sent_stamps, end_ns) - 1
+        return self.sent_wall[i] if i >= 0 else None
+
+
+def run_replay(opts: ReplayOptions, on_classification: Callable[[Received], None] | None = None,
+               on_ready: Callable[[], None] | None = None) -> dict:
+    """Replay ``opts.bag`` through a classifier process; return the JSON-ready report."""
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from rclpy.signals import SignalHandlerOptions
+
+    from av_snn_msgs.msg import Classification
+
+    from ..model_card import ModelCard
+    from ..paths import config_dir, default_model_card
+
+    card_path = Path(opts.card) if opts.card else default_model_card()
+    card = ModelCard.load(card_path)
+    params_file = Path(opts.params_file) if opts.params_file else config_dir() / 'replay.yaml'
+    if not params_file.is_file():
+        raise ReplayError(f'parameter file not found: {params_file}')
+    window_ns = int(round(card.preprocessing.window_s * bag_io.NS_PER_S))
+
+    with bag_io.BagReader(opts.bag) as reader:
+        topics = {t: m for t, m in reader.topics.items() if t not in SKIPPED_TOPICS}
+        topic_map = _check_topics(topics, opts.remaps)
+        gt_topic = next((b for b, g in topic_map.items() if g == opts.ground_truth_topic), None)
+        spans = reader.ground_truth(gt_topic) if gt_topic else []
+        samples = reader.custom_data.get(bag_io.SAMPLES_KEY) or []
+        if not spans:
+            print(f'av-snn replay: the bag has no ground truth on {opts.ground_truth_topic}; '
+                  'reporting classifications only', file=sys.stderr)
+
+        collector = _Collector()
+        collector.callback = on_classification
+        context = rclpy.context.Context()
+        rclpy.init(args=[], context=context, domain_id=opts.domain_id,
+                   signal_handler_options=SignalHandlerOptions.NO)
+        log_file = (open(opts.node_log, 'w') if opts.node_log
+                    else tempfile.NamedTemporaryFile('w+', prefix='av_classifier-', suffix='.log', delete=False))
+        process = None
+        executor = None
+        try:
+            node = rclpy.create_node(PLAYER_NODE_NAME, context=context)
+            reliable = QoSProfile(depth=QUEUE_DEPTH, reliability=ReliabilityPolicy.RELIABLE)
+            node.create_subscription(Classification, CLASSIFICATION_TOPIC, collector.on_classification, reliable)
+            node.create_subscription(DiagnosticArray, DIAGNOSTICS_TOPIC, collector.on_diagnostics, QUEUE_DEPTH)
+            executor = SingleThreadedExecutor(context=context)
+            executor.add_node(node)
+            spinner = threading.Thread(target=executor.spin, name='replay-executor', daemon=True)
+            spinner.start()
+
+            process = subprocess.Popen(_node_command(opts, card_path, params_file), env=_node_env(opts),
+                                       stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+            def alive() -> None:
+                if process.poll() is not None:
+                    raise ReplayError(f'the classifier exited with code {process.returncode}:\n'
+                                      f'{_tail(log_file.name)}')
+
+            player = _Player(node, topic_map, topics, collector, opts, alive)
+            _wait_ready(node, player, alive, opts.startup_timeout_s, log_file.name)
+            if on_ready is not None:
+                on_ready()
+            wall_start = time.monotonic()
+            player.play(reader, window_ns)
+            last_stamp = player.sent_stamps[-1] if player.sent_stamps else None
+            _drain(collector, spans, last_stamp, opts.drain_timeout_s, alive)
+            wall_s = time.monotonic() - wall_start
+        finally:
+            node_rc = _stop(process)
+            if executor is not None:
+                executor.shutdown(timeout_sec=SHUTDOWN_TIMEOUT_S)
+            rclpy.try_shutdown(context=context)
+            log_file.close()
+
+    return _report(opts, card, params_file, spans, samples, collector, player, wall_s, node_rc,
+                   log_file.name, topic_map)
+
+
+def _wait_ready(node, player: _Player, alive, timeout_s: float, log_path: str) -> None:
+    """Until the classifier subscribes to every sensor topic we publish and publishes classifications."""
+    deadline = time.monotonic() + timeout_s
+    subscription = next(s for s in node.subscriptions if s.topic_name == CLASSIFICATION_TOPIC)
+    while True:
+        alive()
+        pubs = {p.topic_name: p for p in player.publishers.values()}
+        audio_ok = pubs[bag_io.AUDIO_TOPIC].get_subscription_count() > 0
+        # the node listens to raw or compressed images (its parameters decide), not both
+        image_ok = any(pubs[t].get_subscription_count() > 0
+                       for t in (bag_io.IMAGE_TOPIC, bag_io.COMPRESSED_IMAGE_TOPIC) if t in pubs)
+        if audio_ok and image_ok and subscription.get_publisher_count() > 0:
+            return
+        if time.monotonic() > deadline:
+            raise ReplayError(f'the classifier did not subscribe to {sorted(pubs)} within '
+                              f'{timeout_s:.0f} s (not active?):\n{_tail(log_path)}')
+        time.sleep(POLL_S)
+
+
+def _drain(collector: _Collector, spans, last_stamp: int | None, timeout_s: float, alive) -> None:
+    """Wait for the classification of the last labelled span (or of the last data), then for a
+    diagnostics report that follows it; give up after ``timeout_s`` without progress."""
+    if last_stamp is None:
+        return
+    target = max((s.end_ns for s in spans), default=None)
+    with collector.cond:
+        count, last_progress = len(collector.received), time.monotonic()
+        while target is None or (collector.newest_end_ns or 0) < target:
+            if len(collector.received) != count:
+                count, last_progress = len(collector.received), time.monotonic()
+            if time.monotonic() - last_progress > (timeout_s if target is not None else DIAG_WAIT_S):
+                break
+            collector.cond.wait(POLL_S)
+            alive()
+        after = time.monotonic_ns()
+        deadline = time.monotonic() + DIAG_WAIT_S
+        while (collector.diag_received_ns or 0) < after and time.monotonic() < deadline:
+            collector.cond.wait(POLL_S)
+
+
+def _stop(process: subprocess.Popen | None) -> int | None:
+    """SIGINT (a clean ROS shutdown), then terminate/kill if it hangs; returns the exit code."""
+    if process is None:
+        return None
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(SHUTDOWN_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.terminate()
+            try:
+                process.wait(SHUTDOWN_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+    return process.returncode
+
+
+def _tail(path: str) -> str:
+    try:
+        text = Path(path).read_text(errors='replace')
+    except OSError:
+        return ''
+    return text[-LOG_TAIL_CHARS:]
+
+
+def _number(value):
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return value
+
+
+def _report(opts, card, params_file, spans, samples, collector, player, wall_s, node_rc, log_path,
+            topic_map) -> dict:
+    predictions = []
+    for r in collector.received:
+        done = player.completion_time(r.end_ns)
+        latency = (r.received_ns - done) / bag_io.NS_PER_S if done is not None else float('nan')
+        predictions.append(scoring.Prediction(r.start_ns, r.end_ns, r.class_id, r.confidence, r.label, latency))
+    gt = [scoring.Span(s.start_ns, s.end_ns, s.class_id, s.label) for s in spans]
+    result = scoring.score(gt, predictions, card.labels)
+    by_start = {s['span_start_ns']: s for s in samples}
+    for m in result['matches']:
+        sample = by_start.get(m['span_start_ns'])
+        if sample:
+            m.update(audio_file=sample['audio_file'], image_index=sample['image_index'])
+    diagnostics = {name: {k: _number(v) for k, v in values.items()}
+                   for name, values in collector.diagnostics.items()}
+    counters = _node_counters(diagnostics)
+    flags: dict[str, int] = {}
+    for r in collector.received:
+        for f in r.flags:
+            flags[f] = flags.get(f, 0) + 1
+    return {
+        'bag': str(opts.bag),
+        'card': str(card.path),
+        'model': card.name,
+        'backend_requested': opts.backend or 'params file default',
+        'params_file': str(params_file),
+        'rate': opts.rate if opts.rate is not None else 'as_fast_as_possible',
+        'topics': topic_map,
+        'wall_time_s': wall_s,
+        'messages_published': player.published,
+        'classifications_received': len(collector.received),
+        'classifications_per_s': len(collector.received) / wall_s if wall_s > 0 else None,
+        'flow_control_wait_s': player.flow_wait_s,
+        'flow_control_stalls': player.stalls,
+        'window_flags': flags,
+        **{k: v for k, v in result.items() if k != 'matches'},
+        'latency_definition': ('receive time of the classification minus publish time of the last bag '
+                               'message stamped before the window end (same monotonic clock)'),
+        'windows_formed': counters.get('windows_formed'),
+        'windows_dropped': counters.get('windows_dropped'),
+        'energy': {k: v for k, v in counters.items() if 'energy' in k or 'synop' in k.lower()} or None,
+        'node_diagnostics': diagnostics,
+        'node_exit_code': node_rc,
+        'node_log': log_path,
+        'matches': result['matches'],
+        'classifications': [
+            {'window_start_ns': p.start_ns, 'window_end_ns': p.end_ns, 'class_id': p.class_id,
+             'label': p.label, 'confidence': p.confidence,
+             'latency_s': p.latency_s if p.latency_s == p.latency_s else None, 'flags': list(r.flags)}
+            for p, r in zip(predictions, collector.received)],
+    }
+
+
+def _node_counters(diagnostics: dict) -> dict:
+    """Flatten the classifier's diagnostics (one status per name) into one dict of values."""
+    merged: dict = {}
+    for values in diagnostics.values():
+        for k, v in values.items():
+            if k not in ('level', 'message'):
+                merged[k] = v
+    return merged
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('bag', type=Path, help='bag folder (rosbag2: mcap or sqlite3)')
+    parser.add_argument('--json', type=Path, required=True, help='write the report here')
+    pace = parser.add_mutually_exclusive_group()
+    pace.add_argument('--rate', type=float, default=None, help='bag time x rate (default 1.0: real time)')
+    pace.add_argument('--as-fast-as-possible', action='store_true',
+                      help='publish as fast as the classifier keeps up (flow controlled, no drops)')
+    parser.add_argument('--card', type=Path, default=None, help='model card (default: the shipped default)')
+    parser.add_argument('--backend', default=None, help='backend.name for the node (default: params file)')
+    parser.add_argument('--params-file', type=Path, default=None,
+                        help='ROS parameter file of the classifier (default: config/replay.yaml)')
+    parser.add_argument('--remap', action='append', default=[], metavar='/FROM:=/TO',
+                        help='publish bag topic /FROM on /TO (repeatable)')
+    parser.add_argument('--plots', type=Path, default=None, help='write confusion matrix + latency PNGs here')
+    parser.add_argument('--lookahead-s', type=float, default=DEFAULT_LOOKAHEAD_S,
+                        help='most bag time the player runs ahead of the newest classified window')
+    parser.add_argument('--domain-id', type=int, default=None, help='ROS domain of the replay graph')
+    parser.add_argument('--node-log', type=Path, default=None, help='classifier log file')
+
+
+def options_from_args(args: argparse.Namespace) -> ReplayOptions:
+    rate = None if args.as_fast_as_possible else (args.rate if args.rate is not None else 1.0)
+    return ReplayOptions(bag=args.bag, rate=rate, card=args.card, backend=args.backend,
+                         params_file=args.params_file, remaps=parse_remaps(args.remap),
+                         lookahead_s=args.lookahead_s, domain_id=args.domain_id, node_log=args.node_log)
+
+
+def write_outputs(report: dict, json_path: Path | None, plots_dir: Path | None) -> None:
+    """The JSON report and, optionally, the PNG plots (paths added to the report)."""
+    if plots_dir is not None:
+        from . import plots
+        plots_dir.mkdir(parents=True, exist_ok=True)
+        labels = report['confusion_matrix_columns'][:-1]
+        report['plots'] = {
+            'confusion_matrix': str(plots.plot_confusion(report['confusion_matrix'], labels,
+                                                         report['confusion_matrix_columns'],
+                                                         plots_dir / 'confusion_matrix.png')),
+            'latency_histogram': str(plots.plot_latency([c['latency_s'] for c in report['classifications']
+                                                         if c['latency_s'] is not None],
+                                                        plots_dir / 'latency_histogram.png')),
+        }
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(report, indent=2) + '\n')
+
+
+def summary(report: dict) -> str:
+    lat = report['latency_s']
+
+    def ms(v):
+        return 'n/a' if v is None else f'{v * 1e3:.1f} ms'
+
+    acc = report['accuracy']
+    lines = [
+        f"accuracy {'n/a' if acc is None else f'{acc:.1%}'} ({report['correct']}/{report['num_spans']} "
+        f"labelled windows, {report['missed']} missed), {report['classifications_received']} classifications "
+        f"in {report['wall_time_s']:.1f} s",
+        f"latency p50 {ms(lat['p50'])}, p95 {ms(lat['p95'])}, p99 {ms(lat['p99'])}",
+        f"windows formed {report['windows_formed']}, dropped {report['windows_dropped']} (node diagnostics)",
+    ]
+    return '\n'.join(lines)
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        opts = options_from_args(args)
+        report = run_replay(opts)
+    except (ReplayError, ValueError, FileNotFoundError) as exc:
+        print(f'av-snn replay: {exc}', file=sys.stderr)
+        return 1
+    write_outputs(report, args.json, args.plots)
+    print(summary(report))
+    print(f'report: {args.json}')
+    return 0

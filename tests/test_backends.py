@@ -1,0 +1,113 @@
+"""torch and onnxruntime backends: parity on real data, auto fallback, clear errors for bad model files."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import yaml
+
+from av_snn_ros.backends.base import BackendUnavailable, create_backend
+from av_snn_ros.model_card import ModelCard, ModelFileError, sha256_file
+from runtime_helpers import make_card, real_batch
+
+PARITY_ATOL = 1e-4
+
+
+@pytest.fixture(scope='module')
+def card(tmp_path_factory) -> ModelCard:
+    return ModelCard.load(make_card(tmp_path_factory))
+
+
+@pytest.fixture
+def card_copy(card, tmp_path) -> ModelCard:
+    """A private copy of the card folder that a test may damage."""
+    dst = tmp_path / 'card'
+    shutil.copytree(card.path.parent, dst)
+    return ModelCard.load(dst / 'card.yaml')
+
+
+def test_torch_and_onnxruntime_agree_on_real_windows(card, data_root):
+    audio, visual, labels = real_batch(card.preprocessing, data_root, num=6)
+    torch_be = create_backend('torch', card, threads=1).backend
+    ort_be = create_backend('onnxruntime', card, threads=1).backend
+    assert torch_be.name == 'torch' and ort_be.name == 'onnxruntime'
+    t_out = torch_be.infer(audio, visual)           # batch of 6 windows
+    o_out = ort_be.infer(audio, visual)             # the graph's batch is 1: run window by window
+    assert t_out.logits.shape == o_out.logits.shape == (6, card.num_classes)
+    np.testing.assert_array_equal(t_out.logits.argmax(1), o_out.logits.argmax(1))
+    assert np.abs(t_out.logits - o_out.logits).max() < PARITY_ATOL
+    for head in ('audio', 'visual'):
+        t_head, o_head = getattr(t_out, f'{head}_logits'), getattr(o_out, f'{head}_logits')
+        assert (t_head is None) == (o_head is None) == (head not in card.modality_heads)
+        if t_head is not None:
+            assert np.abs(t_head - o_head).max() < PARITY_ATOL
+    # the untrained model still tells windows apart (not a constant output)
+    assert np.ptp(t_out.logits, axis=0).max() > 1e-4
+
+
+def test_auto_falls_back_to_onnxruntime_and_records_why(card):
+    pytest.importorskip('onnxruntime')
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip('TensorRT is installed here; the fallback path is not taken')
+    except ImportError:
+        pass
+    choice = create_backend('auto', card)
+    assert choice.backend.name == 'onnxruntime'
+    assert 'tensorrt' in choice.skipped and choice.skipped['tensorrt']
+    assert choice.backend.info['fallback_from'] == choice.skipped
+
+
+def test_pinned_backend_that_cannot_run_raises(card):
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip('TensorRT is installed here')
+    except ImportError:
+        pass
+    with pytest.raises(BackendUnavailable, match='(?i)tensorrt'):
+        create_backend('tensorrt', card)
+    with pytest.raises(ValueError, match='unknown backend'):
+        create_backend('openvino', card)
+
+
+def test_tampered_onnx_is_refused_and_auto_falls_back_to_torch(card_copy):
+    onnx_path = card_copy.onnx
+    data = bytearray(onnx_path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    onnx_path.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match='does not match its card'):
+        create_backend('onnxruntime', card_copy)
+    choice = create_backend('auto', card_copy)
+    assert choice.backend.name == 'torch'
+    assert 'does not match' in choice.skipped['onnxruntime']
+
+
+def test_corrupt_onnx_with_matching_hash_gives_clear_error(card_copy):
+    card_copy.onnx.write_bytes(b'not an onnx file')
+    card_file = card_copy.path
+    data = yaml.safe_load(card_file.read_text())
+    data['onnx_sha256'] = sha256_file(card_copy.onnx)
+    card_file.write_text(yaml.safe_dump(data))
+    with pytest.raises(ModelFileError, match='onnxruntime cannot load'):
+        create_backend('onnxruntime', ModelCard.load(card_file))
+
+
+def test_missing_model_files_name_the_file(card_copy):
+    onnx_path = card_copy.onnx
+    onnx_path.unlink()
+    with pytest.raises(ModelFileError, match='model file missing: .*model.onnx'):
+        create_backend('onnxruntime', card_copy)
+    card_copy.weights.unlink()
+    with pytest.raises(ModelFileError, match='model file missing'):
+        ModelCard.load(card_copy.path)
+    with pytest.raises(BackendUnavailable, match='no inference backend could be created'):
+        create_backend('auto', ModelCard.load(card_copy.path, verify=False))
+
+
+def test_wrong_input_shape_is_a_value_error(card):
+    backend = create_backend('onnxruntime', card).backend
+    audio = np.zeros((card.preprocessing.timesteps, 1, 1, 8, 8), np.float32)
+    visual = np.zeros((card.preprocessing.timesteps, 1, 1, 8, 8), np.float32)
+    with pytest.raises(ValueError, match='do not match the model card'):
+        backend.infer(audio, visual)

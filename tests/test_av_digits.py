@@ -45,9 +45,11 @@ def test_speaker_split_has_no_leak(data_root, mnist):
 
 
 def test_val_is_disjoint_from_train_for_any_seeds(data_root):
-    val = {r.path.name for r in AVDigits(data_root, 'val', seed=0).recordings}
-    train = {r.path.name for r in AVDigits(data_root, 'train', seed=7).recordings}
+    val_ds, train_ds = AVDigits(data_root, 'val', seed=0), AVDigits(data_root, 'train', seed=7)
+    val = {r.path.name for r in val_ds.recordings}
+    train = {r.path.name for r in train_ds.recordings}
     assert val and val.isdisjoint(train)
+    assert set(val_ds.image_indices).isdisjoint(train_ds.image_indices)   # re-pairing never leaks val images
 
 
 def test_pairing_is_deterministic_by_seed(data_root):

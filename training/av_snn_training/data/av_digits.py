@@ -48,7 +48,7 @@ MNIST_FILE = Path('mnist') / 'mnist.npz'
 _FILE_RE = re.compile(r'^(?P<digit>\d)_(?P<speaker>.+)_(?P<index>\d+)\.wav$')
 
 # Independent random streams derived from the user's seed (numpy SeedSequence takes a list of ints).
-_STREAM_ORDER, _STREAM_PAIRING, _STREAM_AUDIO, _STREAM_IMAGE = 1, 2, 3, 4
+_STREAM_ORDER, _STREAM_PAIRING, _STREAM_AUDIO, _STREAM_IMAGE, _STREAM_POOLS = 1, 2, 3, 4, 5
 
 
 @dataclass(frozen=True)
@@ -241,8 +241,9 @@ class AVDigits(torch.utils.data.Dataset):
     def _pair(self, chosen: list[Recording], labels: np.ndarray) -> np.ndarray:
         """Image index for each recording: a seeded permutation of the same digit's images per digit.
 
-        Train takes images from the first half of each permutation and val from the second half, so the
-        two never share an image; the test split uses the whole x_test permutation.
+        Train and val draw from two fixed halves of each digit's ``x_train`` images (split independently
+        of ``seed``), so they never share an image, even when train is re-paired with other seeds; the
+        test split uses all of ``x_test``.
         """
         pairs = np.empty(len(chosen), dtype=np.int64)
         for digit in range(NUM_CLASSES):
@@ -250,10 +251,10 @@ class AVDigits(torch.utils.data.Dataset):
             if not members:
                 continue
             pool = np.flatnonzero(labels == digit)
-            perm = np.random.default_rng([self.seed, _STREAM_PAIRING, digit]).permutation(pool)
             if self.split != 'test':
-                half = len(perm) // 2
-                perm = perm[:half] if self.split == 'train' else perm[half:]
+                halves = np.random.default_rng([_STREAM_POOLS, digit]).permutation(pool)
+                pool = np.sort(halves[:len(halves) // 2] if self.split == 'train' else halves[len(halves) // 2:])
+            perm = np.random.default_rng([self.seed, _STREAM_PAIRING, digit]).permutation(pool)
             for rank, k in enumerate(members):
                 pairs[k] = perm[rank % len(perm)]   # wraps only for folders with more files than images
         return pairs

@@ -1,0 +1,203 @@
+"""Measurement helpers for ``av-snn bench``: latency statistics, FLOPs, GEMM peak, per-layer profiles.
+
+Everything here is ROS-free and model-agnostic: a model is any ``nn.Module`` called as
+``model(*inputs)``. Timings use ``time.perf_counter`` around whole calls (what a caller waits for);
+the per-layer profile uses ``torch.profiler`` and module hooks so it can say *where* the time goes
+(convolution, batch norm, neurons, pooling, ...), which is what decides the optimisation.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+import torch.nn as nn
+
+#: Square fp32 matrix size used to estimate this machine's GEMM peak: large enough to be compute
+#: bound on a CPU (2 * 2048^3 = 17 GFLOP per call), small enough to take well under a second.
+GEMM_SIZE = 2048
+#: Default time budget (s) per measured configuration, after warm-up.
+DEFAULT_MIN_TIME_S = 2.0
+
+
+@dataclass
+class LatencyStats:
+    """Percentiles of per-call wall time, in milliseconds."""
+
+    n: int
+    mean_ms: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    min_ms: float
+    max_ms: float
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Linear-interpolated ``q``-th percentile (0..100) of already sorted values."""
+    if not sorted_values:
+        raise ValueError('percentile of an empty sequence')
+    if not 0.0 <= q <= 100.0:
+        raise ValueError(f'percentile q must lie in [0, 100], got {q}')
+    pos = (len(sorted_values) - 1) * q / 100.0
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return float(sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo))
+
+
+def latency_stats(samples_s: Iterable[float]) -> LatencyStats:
+    """Summarise per-call durations given in seconds."""
+    ms = sorted(1000.0 * s for s in samples_s)
+    if not ms:
+        raise ValueError('no latency samples')
+    return LatencyStats(n=len(ms), mean_ms=sum(ms) / len(ms), p50_ms=percentile(ms, 50),
+                        p95_ms=percentile(ms, 95), p99_ms=percentile(ms, 99), min_ms=ms[0], max_ms=ms[-1])
+
+
+def time_callable(fn: Callable[[], Any], warmup: int = 2, min_iters: int = 5, max_iters: int = 200,
+                  min_time_s: float = DEFAULT_MIN_TIME_S) -> LatencyStats:
+    """Call ``fn()`` ``warmup`` times, then at least ``min_iters`` times and until ``min_time_s`` passed."""
+    if min_iters < 1 or max_iters < min_iters:
+        raise ValueError(f'need 1 <= min_iters <= max_iters, got {min_iters}, {max_iters}')
+    for _ in range(max(0, warmup)):
+        fn()
+    samples: list[float] = []
+    start = time.perf_counter()
+    while len(samples) < min_iters or (time.perf_counter() - start < min_time_s and len(samples) < max_iters):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return latency_stats(samples)
+
+
+def measure_gemm_gflops(size: int = GEMM_SIZE, repeats: int = 5, dtype: torch.dtype = torch.float32) -> dict:
+    """This machine's achieved fp32 GEMM throughput with torch's current thread count.
+
+    Returns the best and the median GFLOP/s over ``repeats`` products of two ``size x size`` matrices
+    (best = the peak the cores can reach; median = what a shared machine gave during this run).
+    """
+    if size < 1 or repeats < 1:
+        raise ValueError(f'size and repeats must be >= 1, got {size}, {repeats}')
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(size, size, generator=gen, dtype=dtype)
+    b = torch.randn(size, size, generator=gen, dtype=dtype)
+    out = torch.empty(size, size, dtype=dtype)
+    torch.mm(a, b, out=out)                       # warm-up: thread pool, page faults
+    flop = 2.0 * size ** 3
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b, out=out)
+        rates.append(flop / (time.perf_counter() - t0) / 1e9)
+    rates.sort()
+    return {'size': size, 'dtype': str(dtype).replace('torch.', ''), 'threads': torch.get_num_threads(),
+            'best_gflops': rates[-1], 'median_gflops': percentile(rates, 50)}
+
+
+def count_flops(model: nn.Module, inputs: Sequence[torch.Tensor]) -> dict:
+    """FLOPs of one ``model(*inputs)`` call by ``torch.utils.flop_counter`` (matmul/conv family only).
+
+    Elementwise work (the spiking neurons, batch norm in eval mode) is not counted: those ops are
+    memory bound and the counter has no formula for them, so the achieved-throughput figure computed
+    from this number is a fraction of *GEMM* peak, as its name says.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        model(*inputs)
+    by_op = {str(op): int(n) for op, n in counter.get_flop_counts().get('Global', {}).items()}
+    return {'total': int(counter.get_total_flops()), 'by_op': dict(by_op)}
+
+
+# Module type -> stage name in the per-layer profile; first match wins (subclasses included).
+def _category(module: nn.Module) -> str | None:
+    from spikingjelly.activation_based.neuron import BaseNode
+    table: tuple[tuple[type, str], ...] = (
+        (nn.Conv2d, 'conv'), (nn.Conv1d, 'conv'), (nn.BatchNorm2d, 'batchnorm'),
+        (nn.BatchNorm1d, 'batchnorm'), (BaseNode, 'neuron'), (nn.MaxPool2d, 'pool'),
+        (nn.AvgPool2d, 'pool'), (nn.Linear, 'linear'))
+    for cls, name in table:
+        if isinstance(module, cls):
+            return name
+    return None
+
+
+def stage_profile(model: nn.Module, inputs: Sequence[torch.Tensor], iterations: int = 3) -> dict:
+    """Wall time per layer category (conv, batchnorm, neuron, pool, linear, other), in ms per call.
+
+    Forward hooks time every leaf of a known category (a neuron counts as a leaf even though it owns a
+    surrogate module); ``other`` is the rest of the call (concatenation, reshapes, head, Python glue).
+    Run after a warm-up; the median of ``iterations`` calls is reported.
+    """
+    if iterations < 1:
+        raise ValueError(f'iterations must be >= 1, got {iterations}')
+    totals: list[dict[str, float]] = []
+    current: dict[str, float] = defaultdict(float)
+    starts: dict[int, float] = {}
+    handles = []
+
+    def pre_hook(mod: nn.Module, _inp: Any) -> None:
+        starts[id(mod)] = time.perf_counter()
+
+    def make_post(cat: str) -> Callable:
+        def post_hook(mod: nn.Module, _inp: Any, _out: Any) -> None:
+            current[cat] += time.perf_counter() - starts.pop(id(mod))
+        return post_hook
+
+    seen_inside_neuron: set[int] = set()
+    for mod in model.modules():
+        cat = _category(mod)
+        if cat is None or id(mod) in seen_inside_neuron:
+            continue
+        if cat == 'neuron':
+            seen_inside_neuron.update(id(m) for m in mod.modules() if m is not mod)
+        handles.append(mod.register_forward_pre_hook(pre_hook))
+        handles.append(mod.register_forward_hook(make_post(cat)))
+    try:
+        with torch.inference_mode():
+            model(*inputs)                                      # warm-up
+            for _ in range(iterations):
+                current.clear()
+                t0 = time.perf_counter()
+                model(*inputs)
+                total = time.perf_counter() - t0
+                row = {k: 1000.0 * v for k, v in current.items()}
+                row['other'] = max(0.0, 1000.0 * total - sum(row.values()))
+                row['total'] = 1000.0 * total
+                totals.append(row)
+    finally:
+        for h in handles:
+            h.remove()
+    keys = sorted({k for row in totals for k in row})
+    result = {k: percentile(sorted(row.get(k, 0.0) for row in totals), 50) for k in keys}
+    result['share'] = {k: result[k] / result['total'] for k in keys if k != 'total' and result['total'] > 0}
+    return result
+
+
+def op_profile(fn: Callable[[], Any], row_limit: int = 12) -> list[dict]:
+    """The ``row_limit`` aten ops with the most self CPU time in one ``fn()`` call (torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    rows = []
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events) or 1.0
+    for e in events[:row_limit]:
+        rows.append({'op': e.key, 'calls': int(e.count), 'self_ms': e.self_cpu_time_total / 1000.0,
+                     'share': e.self_cpu_time_total / total})
+    return rows
+
+
+def format_stage_table(profile: dict) -> str:
+    """Human-readable one-line-per-stage rendering of :func:`stage_profile`'s result."""
+    share = profile.get('share', {})
+    lines = [f'{"stage":<10} {"ms":>9} {"share":>7}']
+    for k in sorted(share, key=share.get, reverse=True):
+        lines.append(f'{k:<10} {profile[k]:9.1f} {100 * share[k]:6.1f}%')
+    lines.append(f'{"total":<10} {profile["total"]:9.1f}')
+    return '\n'.join(lines)

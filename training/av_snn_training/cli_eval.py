@@ -1,0 +1,138 @@
+"""``av-snn eval``: accuracy of a checkpoint, a model card or the shipped default model on held-out data.
+
+The JSON report holds accuracy, per-class recall, per-modality (head) accuracy, the confusion matrix and
+the exact sample list (audio file, MNIST image index, label, prediction, fused logits) so a rosbag replay
+of the same samples can be compared with these predictions one by one.
+
+Examples::
+
+    av-snn eval --data-root ../shared/data --json eval.json                  # shipped default model
+    av-snn eval --data-root ../shared/data --card models/default --protocol noisy --json noisy.json
+    av-snn eval --data-root ../shared/data --checkpoint runs/x/best.pt --speakers theo --num 100 --json e.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .recipe import PROTOCOLS, TrainConfig
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = __doc__.split('\n\n', 2)[2]
+    parser.add_argument('--data-root', type=Path, help='data folder (default: AV_SNN_DATA_ROOT or '
+                        '../shared/data beside the checkout)')
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument('--checkpoint', type=Path, help='a training checkpoint (best.pt / last.pt)')
+    source.add_argument('--card', type=Path, help='a model card (card.yaml or its folder)')
+    parser.add_argument('--protocol', choices=PROTOCOLS,
+                        help='input protocol (default: the one the model was trained with)')
+    parser.add_argument('--split', choices=('test', 'val', 'train'), default='test',
+                        help='data split (default: test = the held-out speakers)')
+    parser.add_argument('--speakers', nargs='+', metavar='NAME',
+                        help='AV digits speakers to evaluate (default: the split\'s speakers from training)')
+    parser.add_argument('--num', type=int, help='evaluate only the first N samples of the seeded order')
+    parser.add_argument('--seed', type=int, help='pairing/corruption seed (default: the training seed)')
+    parser.add_argument('--batch-size', type=int, default=64)
+    parser.add_argument('--threads', type=int, help='torch threads (default: torch\'s choice)')
+    parser.add_argument('--json', type=Path, required=True, metavar='OUT', help='write the report here')
+
+
+def load_model(args: argparse.Namespace) -> tuple[torch.nn.Module, TrainConfig, list[str], dict[str, Any]]:
+    """The model, the config describing its data/preprocessing, its labels and a description of the source."""
+    if args.checkpoint is not None:
+        from .trainer import load_checkpoint, model_from_checkpoint
+        ckpt = load_checkpoint(args.checkpoint)
+        model, cfg, labels = model_from_checkpoint(ckpt)
+        return model, cfg, labels, {'checkpoint': str(args.checkpoint), 'model': cfg.model,
+                                    'epoch': int(ckpt['epoch'])}
+    from av_snn_ros.config import to_dict
+    from av_snn_ros.model_card import ModelCard
+    from av_snn_ros.paths import default_model_card
+    path = args.card if args.card is not None else default_model_card()
+    card = ModelCard.load(path)
+    model = card.load_torch_model()
+    recipe = dict((card.extra.get('training') or {}).get('recipe') or {})
+    # The card's preprocessing is what the runtime uses: it wins over anything in the stored recipe.
+    recipe.update(model=card.model, model_args=dict(card.model_args), preprocessing=to_dict(card.preprocessing))
+    recipe.setdefault('dataset', (card.extra.get('data') or {}).get('dataset', 'av_digits'))
+    try:
+        cfg = TrainConfig.from_dict(recipe)
+    except ValueError as exc:
+        raise ValueError(f'{card.path}: the card\'s training recipe is not a valid TrainConfig: {exc}') from exc
+    return model, cfg, list(card.labels), {'card': str(card.path), 'name': card.name, 'model': card.model}
+
+
+def build_eval_dataset(cfg: TrainConfig, args: argparse.Namespace, data_root: Path):
+    """The evaluated split with the CLI's protocol/speakers/seed/num laid over the model's training config."""
+    changes: dict[str, Any] = {}
+    if args.protocol is not None:
+        changes['protocol'] = args.protocol
+    if args.seed is not None:
+        changes['seed'] = args.seed
+    if args.speakers is not None:
+        if cfg.dataset != 'av_digits':
+            raise ValueError('--speakers applies to the av_digits data set only')
+        changes['test_speakers' if args.split == 'test' else 'train_speakers'] = list(args.speakers)
+    cfg = cfg.replace(**changes)
+    from .trainer import build_dataset
+    dataset = build_dataset(cfg.replace(train_num=None), args.split, data_root)
+    if args.num is not None:
+        if args.num < 1 or args.num > len(dataset):
+            raise ValueError(f'--num must be in [1, {len(dataset)}] for this split, got {args.num}')
+        if cfg.dataset == 'av_digits':   # AVDigits' num keeps a prefix of the seeded order and its metadata
+            from .data.av_digits import AVDigits
+            dataset = AVDigits(data_root, split=args.split, cfg=cfg.preprocess_config(), protocol=cfg.protocol,
+                               seed=cfg.seed, speakers=getattr(dataset, 'speakers', None), num=args.num)
+        else:
+            dataset = torch.utils.data.Subset(dataset, range(args.num))
+    return cfg, dataset
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Evaluate and return the report (also written to ``args.json``)."""
+    from .evaluate import sample_records, summarize
+    from .trainer import build_eval_loader, modality_heads, predict, resolve_data_root
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, cfg, labels, source = load_model(args)
+    data_root = resolve_data_root(cfg.replace(data_root=None), args.data_root)
+    cfg, dataset = build_eval_dataset(cfg, args, data_root)
+    pred = predict(model, build_eval_loader(dataset, args.batch_size))
+    metrics = summarize(pred, labels, modality_heads(model))
+    report = {
+        'model': source,
+        'data': {'data_root': str(data_root), 'dataset': cfg.dataset, 'split': args.split,
+                 'protocol': cfg.protocol, 'seed': cfg.seed, 'num': len(dataset),
+                 'speakers': list(getattr(dataset, 'speakers', []) or [])},
+        'labels': labels,
+        'modality_heads': list(modality_heads(model)),
+        'metrics': metrics,
+        'samples': sample_records(dataset, pred, labels),
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=1))
+    return report
+
+
+def main(args: argparse.Namespace) -> int:
+    from av_snn_ros.model_card import ModelFileError
+    try:
+        report = run(args)
+    except (ValueError, FileNotFoundError, ModelFileError) as exc:
+        print(f'av-snn eval: error: {exc}', file=sys.stderr)
+        return 2
+    m, d = report['metrics'], report['data']
+
+    def pct(x: float | None) -> str:
+        return 'n/a' if x is None else f'{100 * x:.2f}%'
+    print(f'{report["model"].get("name") or report["model"]["model"]}: {d["split"]} {d["protocol"]} '
+          f'({d["num"]} samples, speakers {",".join(d["speakers"]) or "-"}): accuracy {pct(m["accuracy"])}, '
+          f'audio head {pct(m["audio_accuracy"])}, visual head {pct(m["visual_accuracy"])} -> {args.json}')
+    return 0

@@ -45,16 +45,63 @@ class SeqModule(nn.Module):
 
 
 class SeqConvBN(SeqModule):
-    """Conv2d (no bias: BN follows) + BatchNorm2d over ``(T, B, C, H, W)``."""
+    """Conv (no bias: BN follows) + BatchNorm over ``(T, B, C, H, W)`` (2-D) or ``(T, B, C, N)`` (1-D).
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1) -> None:
+    Inference (eval mode, autograd off, not tracing) folds BN into the conv weights once per weight
+    version, so a window costs one conv; training, gradient recording and ONNX export run the two
+    layers as written (onnxruntime folds them itself). 2-D activations are kept channels-last, the
+    layout where CPU convolution and pooling are fastest; values do not depend on the layout.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
+                 dims: int = 2, bias: bool = False) -> None:
+        if dims not in (1, 2):
+            raise ValueError(f'dims must be 1 or 2, got {dims}')
+        conv = nn.Conv2d if dims == 2 else nn.Conv1d
+        norm = nn.BatchNorm2d if dims == 2 else nn.BatchNorm1d
         super().__init__(nn.Sequential(
-            nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2, bias=False),
-            nn.BatchNorm2d(out_channels)))
+            conv(in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2, bias=bias),
+            norm(out_channels)))
+        self._fused: tuple | None = None
 
     @property
-    def conv(self) -> nn.Conv2d:
+    def conv(self) -> nn.Module:
         return self.module[0]
+
+    @property
+    def bn(self) -> nn.Module:
+        return self.module[1]
+
+    def _fused_params(self) -> tuple[torch.Tensor, torch.Tensor]:
+        conv, bn = self.conv, self.bn
+        tensors = (conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)
+        key = tuple((id(t), t._version) if t is not None else None for t in tensors)
+        if self._fused is None or self._fused[0] != key:
+            inv_std = torch.rsqrt(bn.running_var + bn.eps)
+            gain = bn.weight * inv_std if bn.affine else inv_std
+            shift = bn.bias if bn.affine else torch.zeros_like(gain)
+            bias = conv.bias if conv.bias is not None else torch.zeros_like(gain)
+            weight = conv.weight * gain.reshape(-1, *([1] * (conv.weight.dim() - 1)))
+            if conv.weight.dim() == 4:
+                weight = weight.contiguous(memory_format=torch.channels_last)
+            self._fused = (key, weight, shift + (bias - bn.running_mean) * gain)
+        return self._fused[1], self._fused[2]
+
+    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        x = x_seq.flatten(0, 1)                                         # (T*B, C, ...)
+        if x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        bn = self.bn
+        if self.training or torch.is_grad_enabled() or torch.jit.is_tracing() or not bn.track_running_stats:
+            y = self.module(x)
+        else:
+            weight, bias = self._fused_params()
+            y = self.conv._conv_forward(x, weight, bias)
+        return y.unflatten(0, x_seq.shape[:2])
+
+    def train(self, mode: bool = True) -> 'SeqConvBN':
+        self._fused = None          # drop the folded copy when switching modes
+        return super().train(mode)
 
 
 class ConvBNLIF(nn.Module):

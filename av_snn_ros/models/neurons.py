@@ -17,6 +17,7 @@ comparison ``v >= v_threshold``, which is exactly the surrogate's forward value.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, Optional
 
 import torch
@@ -67,30 +68,49 @@ class LIFNode(BaseNode):
     Fire:   ``S[t] = Heaviside(U[t] - V_th)``
     Reset:  soft (``v_reset=None``, Eq. 2) ``U <- U - V_th S``; hard ``U <- S V_reset + (1 - S) U``.
 
+    Both charges are ``U[t] = decay U[t-1] + D[t]`` with ``decay = 1 - 1/tau`` and the drive
+    ``D = C`` (or ``D = (C + V_reset) / tau`` with decay_input), so the drive of all T steps is computed
+    in one vectorised op and each step costs one fused multiply-add, a compare and a reset.
+
     Shapes: single step ``(B, ...)``; multi step ``(T, B, ...)``.
     """
 
     def __init__(self, tau: float = 2.0, decay_input: bool = False, v_threshold: float = 1.0,
                  v_reset: Optional[float] = None, surrogate: str | nn.Module = 'sigmoid',
                  surrogate_alpha: float = 4.0, detach_reset: bool = False, step_mode: str = 'm') -> None:
-        decay_from_tau(tau)
+        decay = decay_from_tau(tau)
         if v_reset is not None:
             v_reset = float(v_reset)
         super().__init__(v_threshold=float(v_threshold), v_reset=v_reset,
                          surrogate_function=get_surrogate(surrogate, surrogate_alpha),
                          detach_reset=bool(detach_reset), step_mode=step_mode)
         self.tau = float(tau)
+        self.decay = decay
         self.decay_input = bool(decay_input)
+        rest = 0.0 if v_reset is None else v_reset
+        # U - (U - rest)/tau + s*C  ==  decay*U + (s*C + rest/tau), s = 1/tau with decay_input else 1
+        self._input_scale = 1.0 / self.tau if self.decay_input else 1.0
+        self._drive_offset = rest / self.tau
+        exact = self.decay_input and rest == 0.0 and math.frexp(self.tau)[0] == 0.5   # tau = 2^k
+        self._membrane_scale = self.tau if exact else 1.0
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f', tau={self.tau}, decay_input={self.decay_input}'
 
-    # -- the three steps, written once and shared by the single- and multi-step paths
-    def neuronal_charge(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        rest = 0.0 if self.v_reset is None else self.v_reset
-        if self.decay_input:
-            return v + (x - (v - rest)) / self.tau
-        return v - (v - rest) / self.tau + x
+    def drive(self, x: torch.Tensor) -> torch.Tensor:
+        """Input term ``D`` of the charge equation (vectorised over any leading axes)."""
+        if self._input_scale != 1.0:
+            x = x * self._input_scale
+        if self._drive_offset != 0.0:
+            x = x + self._drive_offset
+        return x
+
+    # -- the three steps, shared by the single- and multi-step paths
+    def neuronal_charge(self, d: torch.Tensor, v: torch.Tensor | float) -> torch.Tensor:
+        """``U[t] = decay U[t-1] + D[t]``; ``v`` may be the float reset value (state not materialised)."""
+        if isinstance(v, float):
+            return d if v == 0.0 else d + self.decay * v
+        return torch.add(d, v, alpha=self.decay)
 
     def neuronal_fire(self, v: torch.Tensor) -> torch.Tensor:
         return _fire(v - self.v_threshold, self.surrogate_function)
@@ -98,26 +118,81 @@ class LIFNode(BaseNode):
     def neuronal_reset(self, v: torch.Tensor, spike: torch.Tensor) -> torch.Tensor:
         s = spike.detach() if self.detach_reset else spike
         if self.v_reset is None:
-            return v - self.v_threshold * s
+            return torch.sub(v, s, alpha=self.v_threshold)
+        if self.v_reset == 0.0:
+            return v * (1.0 - s)
         return s * self.v_reset + (1.0 - s) * v
+
+    def _step(self, d: torch.Tensor, v: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
+        v = self.neuronal_charge(d, v)
+        if torch.is_grad_enabled() and v.requires_grad:
+            spike = self.neuronal_fire(v)
+            return spike, self.neuronal_reset(v, spike)
+        # inference: same values, fewer ops (the compare's mask drives the reset directly)
+        mask = v >= self.v_threshold
+        spike = mask.to(v.dtype)
+        if self.v_reset is None:
+            return spike, torch.sub(v, spike, alpha=self.v_threshold)
+        return spike, v.masked_fill(mask, self.v_reset)
+
+    def _initial_state(self, x: torch.Tensor) -> torch.Tensor | float:
+        v = self._memories['v']
+        if isinstance(v, torch.Tensor) and v.shape == x.shape:
+            return v
+        return 0.0 if self.v_reset is None else self.v_reset
 
     def single_step_functional_forward(self, inputs: tuple[torch.Tensor, ...], states: tuple[object, ...]
                                        ) -> tuple[tuple[torch.Tensor, ...], tuple[object, ...]]:
-        v = self.neuronal_charge(inputs[0], states[0])
-        spike = self.neuronal_fire(v)
-        return (spike,), (self.neuronal_reset(v, spike), *states[1:])
+        spike, v = self._step(self.drive(inputs[0]), states[0])
+        return (spike,), (v, *states[1:])
 
     def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
         # The one Python loop of a spiking layer: T steps of a few elementwise ops.
-        v = self.materialize_states((x_seq,), tuple(self._memories.values()), 'm')[0]
-        spikes = []
-        for x in x_seq:
-            v = self.neuronal_charge(x, v)
-            spike = self.neuronal_fire(v)
-            v = self.neuronal_reset(v, spike)
-            spikes.append(spike)
-        self._memories['v'] = v
-        return torch.stack(spikes)
+        v = self._initial_state(x_seq[0])
+        if _needs_reference_path(x_seq):
+            spikes = []
+            for d in self.drive(x_seq):
+                spike, v = self._step(d, v)
+                spikes.append(spike)
+            self._memories['v'] = v
+            return torch.stack(spikes)
+        return self._fast_multi_step(x_seq, v)
+
+    def _fast_multi_step(self, x_seq: torch.Tensor, v: torch.Tensor | float) -> torch.Tensor:
+        """Inference-only loop with the same values: spikes written in place, in-place resets.
+
+        With ``decay_input`` and tau a power of two the membrane is tracked as ``tau * U``: scaling by
+        a power of two is exact in floating point, so ``tau*U >= tau*V_th`` fires exactly when
+        ``U >= V_th`` does, and the per-element input scaling pass disappears.
+        """
+        scale = self._membrane_scale
+        drive = x_seq if scale != 1.0 else self.drive(x_seq)
+        threshold = self.v_threshold * scale
+        reset = None if self.v_reset is None else self.v_reset * scale
+        if not isinstance(v, float):
+            v = v * scale
+        out = torch.empty_like(x_seq)
+        for d, o in zip(drive.unbind(0), out.unbind(0)):
+            if isinstance(v, float):
+                v = d if v == 0.0 else d + self.decay * v
+                owned = v is not d                      # d may be the caller's tensor: never in place
+            else:
+                v = torch.add(d, v, alpha=self.decay)
+                owned = True
+            torch.ge(v, threshold, out=o)               # spikes as 0./1. straight into the output
+            if reset is None:
+                v = v.sub_(o, alpha=threshold) if owned else torch.sub(v, o, alpha=threshold)
+            elif reset == 0.0:                          # U - U*S: exactly 0 where S = 1
+                v = v.addcmul_(v, o, value=-1.0) if owned else torch.addcmul(v, v, o, value=-1.0)
+            else:
+                v = v.masked_fill_(o.bool(), reset) if owned else v.masked_fill(o.bool(), reset)
+        self._memories['v'] = v / scale if scale != 1.0 else v
+        return out
+
+
+def _needs_reference_path(x: torch.Tensor) -> bool:
+    """True when autograd records (surrogate gradients) or the ONNX tracer records the graph."""
+    return (torch.is_grad_enabled() and x.requires_grad) or torch.jit.is_tracing()
 
 
 class MLIFNode(BaseNode):
@@ -136,11 +211,12 @@ class MLIFNode(BaseNode):
     def __init__(self, tau: float = 2.0, v_threshold: float = 1.0, alpha_init: float = 0.5,
                  surrogate: str | nn.Module = 'sigmoid', surrogate_alpha: float = 4.0,
                  detach_reset: bool = False, step_mode: str = 'm') -> None:
-        decay_from_tau(tau)
+        decay = decay_from_tau(tau)
         super().__init__(v_threshold=float(v_threshold), v_reset=None,
                          surrogate_function=get_surrogate(surrogate, surrogate_alpha),
                          detach_reset=bool(detach_reset), step_mode=step_mode)
         self.tau = float(tau)
+        self.decay = decay
         self.alpha_a = nn.Parameter(torch.tensor(float(alpha_init)))
         self.alpha_v = nn.Parameter(torch.tensor(float(alpha_init)))
         # BaseNode registered ``v``; MLIF keeps one membrane per modality instead.
@@ -160,15 +236,14 @@ class MLIFNode(BaseNode):
             raise ValueError(f'MLIF needs equal audio and visual shapes, got {tuple(c_a.shape)} and '
                              f'{tuple(c_v.shape)}')
         x = c_a[0] if step_mode == 'm' else c_a
-        out = []
-        for v in states:
-            if not isinstance(v, torch.Tensor) or v.shape != x.shape:
-                v = torch.zeros_like(x)
-            out.append(v)
-        return tuple(out)
+        # a float state is the reset value 0 (not materialised: the first charge is then just C[t])
+        return tuple(v if isinstance(v, torch.Tensor) and v.shape == x.shape else 0.0 for v in states)
 
-    def neuronal_charge(self, c: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return v - v / self.tau + c
+    def neuronal_charge(self, c: torch.Tensor, v: torch.Tensor | float) -> torch.Tensor:
+        """``U_m[t] = (1 - 1/tau) U_m[t-1] + C_m[t]`` (Eq. 6)."""
+        if isinstance(v, float):
+            return c if v == 0.0 else c + self.decay * v
+        return torch.add(c, v, alpha=self.decay)
 
     def neuronal_fire(self, v_a: torch.Tensor, v_v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         fused = torch.cat((self.alpha_v * v_v, self.alpha_a * v_a), dim=1)     # (B, 2C, ...), Eq. 7
@@ -178,7 +253,7 @@ class MLIFNode(BaseNode):
 
     def neuronal_reset(self, v: torch.Tensor, spike: torch.Tensor) -> torch.Tensor:
         s = spike.detach() if self.detach_reset else spike
-        return v - self.v_threshold * s                                         # Eq. 10
+        return torch.sub(v, s, alpha=self.v_threshold)                          # Eq. 10
 
     def _step(self, c_a: torch.Tensor, c_v: torch.Tensor, v_a: torch.Tensor, v_v: torch.Tensor):
         v_a = self.neuronal_charge(c_a, v_a)
@@ -193,10 +268,32 @@ class MLIFNode(BaseNode):
     def multi_step_forward(self, c_a_seq: torch.Tensor, c_v_seq: torch.Tensor
                            ) -> tuple[torch.Tensor, torch.Tensor]:
         v_a, v_v = self.materialize_states((c_a_seq, c_v_seq), tuple(self._memories.values()), 'm')
-        out_a, out_v = [], []
-        for c_a, c_v in zip(c_a_seq, c_v_seq):
-            s_a, s_v, v_a, v_v = self._step(c_a, c_v, v_a, v_v)
-            out_a.append(s_a)
-            out_v.append(s_v)
+        recording = torch.is_grad_enabled() and (
+            c_a_seq.requires_grad or c_v_seq.requires_grad or self.alpha_a.requires_grad
+            or self.alpha_v.requires_grad)
+        if recording or torch.jit.is_tracing():
+            out_a, out_v = [], []
+            for c_a, c_v in zip(c_a_seq, c_v_seq):
+                s_a, s_v, v_a, v_v = self._step(c_a, c_v, v_a, v_v)
+                out_a.append(s_a)
+                out_v.append(s_v)
+            self._memories['v_a'], self._memories['v_v'] = v_a, v_v
+            return torch.stack(out_a), torch.stack(out_v)
+        return self._fast_multi_step(c_a_seq, c_v_seq, v_a, v_v)
+
+    def _fast_multi_step(self, c_a_seq, c_v_seq, v_a, v_v):
+        """Inference-only loop with the same values. Firing on the concatenation
+        ``[alpha_v U_v; alpha_a U_a]`` and splitting is elementwise, so each half is fired on its own
+        (no concat/split copies); resets are in place on membranes this loop owns."""
+        out_a, out_v = torch.empty_like(c_a_seq), torch.empty_like(c_v_seq)
+        alpha_a, alpha_v = self.alpha_a.detach(), self.alpha_v.detach()
+        vth = self.v_threshold
+        for c_a, c_v, o_a, o_v in zip(c_a_seq.unbind(0), c_v_seq.unbind(0), out_a.unbind(0), out_v.unbind(0)):
+            v_a = self.neuronal_charge(c_a, v_a)
+            v_v = self.neuronal_charge(c_v, v_v)
+            torch.ge(alpha_a * v_a, vth, out=o_a)
+            torch.ge(alpha_v * v_v, vth, out=o_v)
+            v_a = v_a.sub_(o_a, alpha=vth) if v_a is not c_a else torch.sub(v_a, o_a, alpha=vth)
+            v_v = v_v.sub_(o_v, alpha=vth) if v_v is not c_v else torch.sub(v_v, o_v, alpha=vth)
         self._memories['v_a'], self._memories['v_v'] = v_a, v_v
-        return torch.stack(out_a), torch.stack(out_v)
+        return out_a, out_v

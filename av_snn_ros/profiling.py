@@ -75,6 +75,33 @@ def time_callable(fn: Callable[[], Any], warmup: int = 2, min_iters: int = 5, ma
     return latency_stats(samples)
 
 
+def time_interleaved(fns: dict[str, Callable[[], Any]], warmup: int = 2, min_rounds: int = 5,
+                     max_rounds: int = 200, min_time_s: float = DEFAULT_MIN_TIME_S) -> dict[str, LatencyStats]:
+    """Time several callables round-robin (A, B, C, A, B, C, ...) so they share the same machine load.
+
+    On a machine shared with other jobs, timing A then B lets a load change masquerade as a speed-up;
+    interleaving exposes every candidate to the same background, so ratios stay meaningful even when
+    absolute numbers move. ``min_time_s`` bounds the total time of all candidates together.
+    """
+    if not fns:
+        raise ValueError('nothing to time')
+    if min_rounds < 1 or max_rounds < min_rounds:
+        raise ValueError(f'need 1 <= min_rounds <= max_rounds, got {min_rounds}, {max_rounds}')
+    for _ in range(max(0, warmup)):
+        for fn in fns.values():
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    start = time.perf_counter()
+    rounds = 0
+    while rounds < min_rounds or (time.perf_counter() - start < min_time_s and rounds < max_rounds):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - t0)
+        rounds += 1
+    return {name: latency_stats(values) for name, values in samples.items()}
+
+
 def measure_gemm_gflops(size: int = GEMM_SIZE, repeats: int = 5, dtype: torch.dtype = torch.float32) -> dict:
     """This machine's achieved fp32 GEMM throughput with torch's current thread count.
 

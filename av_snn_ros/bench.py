@@ -1,0 +1,426 @@
+"""``av-snn bench``: side-by-side speed of the inference paths and of the real node, in one run.
+
+For the shipped default model (or ``--card``) and for registered models (default: MISNet-XS at
+128x128, T = 4, batch 1) it measures on this machine, interleaved so every path sees the same load:
+
+- per-window latency p50/p95/p99 of eager torch (the model as the registry builds it, under
+  ``torch.inference_mode``), of each optimised torch path that is enabled (``torch.compile``), and of
+  onnxruntime (the card's export, or a fresh export for a registry model); speed-up ratios vs eager;
+- output agreement with eager torch (argmax equal, max abs diff over the three outputs);
+- FLOPs of one call (``torch.utils.flop_counter``: convolutions and matmuls) and the achieved fraction
+  of this machine's fp32 GEMM throughput, measured in the same run;
+- where the time goes: per-stage (conv / batchnorm / neuron / pool / ...) and top aten ops;
+- the node end to end: AV-digits data replayed at real time (camera 30 fps, audio 16 kHz) through the
+  real classifier node process, reported like ros2_benchmark (output rate at a fixed input rate,
+  missed windows, latency p50/p99 and jitter, node CPU %).
+
+Nothing here asserts a speed: the JSON holds the numbers, the targets and whether each was met.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from . import profiling
+
+DEFAULT_MODELS = ('misnet_xs',)
+DEFAULT_INPUT_SIZE = 128
+DEFAULT_TIMESTEPS = 4
+DEFAULT_BATCH = 1
+DEFAULT_THREADS = 2              # the node's CPU budget on the reference robot computer
+MIN_TIME_S = 6.0                 # interleaved timing budget per model (all paths together)
+QUICK_MIN_TIME_S = 1.0
+MIN_ROUNDS, QUICK_MIN_ROUNDS = 10, 3
+PROFILE_ITERATIONS, QUICK_PROFILE_ITERATIONS = 3, 1
+CALIBRATION_PASSES = 3           # BN statistics passes for an untrained registry model
+#: S-CMRL's reference implementation, E=256, T=4, 128x128, batch 1, 2 cores (notes/s-cmrl-architecture.md)
+SCMRL_REFERENCE_MS = 160.0
+SCMRL_FAMILY = 'scmrl'
+SPEEDUP_TARGET = 3.0             # optimised backend vs eager torch; S-CMRL vs its reference
+EAGER = 'torch_eager'
+COMPILED = 'torch_compile'
+ORT = 'onnxruntime'
+
+
+@dataclass
+class Target:
+    """One model to bench: its card (the backends load it) and one real input batch."""
+
+    label: str
+    source: str                       # 'card' or 'registry'
+    card: Any                         # ModelCard
+    audio: np.ndarray                 # (T, B, 1, Ha, Wa)
+    visual: np.ndarray                # (T, B, C, Hv, Wv)
+    input_kind: str                   # 'real' (AV digits window) or 'random'
+    notes: list[str] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------------------ machine
+
+def machine_info() -> dict:
+    """CPU, cores, load and library versions: the context every number in the report needs."""
+    import torch
+    info: dict[str, Any] = {
+        'platform': platform.platform(), 'python': platform.python_version(), 'torch': torch.__version__,
+        'cpu_count_logical': os.cpu_count(), 'torch_threads': torch.get_num_threads(),
+        'cpu_model': _cpu_model(), 'loadavg_1_5_15': list(os.getloadavg()),
+    }
+    try:
+        import onnxruntime
+        info['onnxruntime'] = onnxruntime.__version__
+    except ImportError:
+        info['onnxruntime'] = None
+    try:
+        import psutil
+        info['cpu_count_physical'] = psutil.cpu_count(logical=False)
+        info['memory_gb'] = round(psutil.virtual_memory().total / 2 ** 30, 1)
+    except ImportError:
+        pass
+    return info
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('model name'):
+                return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or 'unknown'
+
+
+# ------------------------------------------------------------------------------------------ targets
+
+def _inputs(pre_cfg, batch: int, data_root: Path | None, seed: int = 0) -> tuple[np.ndarray, np.ndarray, str]:
+    """Real AV-digits windows through the shared preprocessing when the data is there, else seeded noise."""
+    if data_root is not None:
+        from .export import real_window
+        audio, visual = real_window(pre_cfg, data_root, batch)
+        return audio, visual, 'real'
+    from .export import input_shapes
+    rng = np.random.default_rng(seed)
+    a_shape, v_shape = input_shapes(pre_cfg, batch)
+    return (rng.standard_normal(a_shape).astype(np.float32),
+            rng.standard_normal(v_shape).astype(np.float32), 'random')
+
+
+def _calibrate_batchnorm(model, audio: np.ndarray, visual: np.ndarray, passes: int = CALIBRATION_PASSES) -> None:
+    """Give an untrained model data-driven BN statistics so spikes reach the head.
+
+    With default initialisation the spikes of a fresh SNN can die out before the head (all logits 0),
+    which would make the agreement check vacuous. Running statistics are reset and accumulated as a
+    plain average over ``passes`` forward passes of the bench input plus small noise.
+    """
+    import torch
+    import torch.nn as nn
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None                       # cumulative average over the passes
+    gen = torch.Generator().manual_seed(0)
+    model.train()
+    try:
+        with torch.no_grad():
+            for _ in range(passes):
+                a = torch.from_numpy(audio)
+                v = torch.from_numpy(visual)
+                model(a + 0.1 * torch.randn(a.shape, generator=gen), v + 0.1 * torch.randn(v.shape, generator=gen))
+    finally:
+        for m, mom in zip(norms, momenta):
+            m.momentum = mom
+        model.eval()
+
+
+def card_target(card_path: Path, batch: int, data_root: Path | None) -> Target:
+    """A model card as shipped: its weights, its ONNX export and its preprocessing."""
+    from .model_card import ModelCard
+    card = ModelCard.load(card_path)
+    audio, visual, kind = _inputs(card.preprocessing, batch, data_root)
+    return Target(label=f'card:{card.name}', source='card', card=card, audio=audio, visual=visual,
+                  input_kind=kind)
+
+
+def registry_target(name: str, input_size: int, timesteps: int, batch: int, data_root: Path | None,
+                    workdir: Path) -> Target:
+    """A registered model at the given geometry, BN-calibrated, written as a card (weights + ONNX)."""
+    from .export import preprocess_config_for, write_model_card
+    from .model_card import ModelCard
+    from .models.registry import create_model
+    overrides = {'input_size': [input_size, input_size], 'timesteps': timesteps}
+    model = create_model(name, **overrides)
+    pre_cfg = preprocess_config_for(model)
+    audio, visual, kind = _inputs(pre_cfg, batch, data_root)
+    _calibrate_batchnorm(model, audio, visual)
+    k = model.config.num_classes
+    out_dir = workdir / f'{name}_{input_size}_t{timesteps}'
+    card_path = write_model_card(name, out_dir, [f'class_{i}' for i in range(k)], pre_cfg,
+                                 model_args=overrides, state_dict=model.state_dict(),
+                                 extra={'description': 'av-snn bench: untrained, BN-calibrated'})
+    card = ModelCard.load(card_path)
+    target = Target(label=f'{name}@{input_size}x{input_size},T={timesteps},B={batch}', source='registry',
+                    card=card, audio=audio, visual=visual, input_kind=kind)
+    target.notes.append('untrained weights with batch-norm statistics calibrated on the bench input')
+    return target
+
+
+# ------------------------------------------------------------------------------------ inference paths
+
+@dataclass
+class InferencePath:
+    """One inference path: a callable on the target's input returning the three outputs as numpy."""
+
+    name: str
+    run: Callable[[], tuple[np.ndarray, ...]]
+    build_s: float
+    info: dict = field(default_factory=dict)
+
+
+def _torch_path(name: str, model, audio: np.ndarray, visual: np.ndarray, build_s: float, info: dict) -> InferencePath:
+    import torch
+    a, v = torch.from_numpy(audio), torch.from_numpy(visual)
+
+    def run() -> tuple[np.ndarray, ...]:
+        with torch.inference_mode():
+            out = model(a, v)
+        return tuple(t.numpy() for t in out)
+    return InferencePath(name, run, build_s, info)
+
+
+def build_paths(target: Target, threads: int, compile_torch: bool) -> tuple[dict[str, InferencePath], dict[str, str]]:
+    """Eager torch, optionally ``torch.compile``, and onnxruntime for ``target``; skipped ones with reasons."""
+    import torch
+    paths: dict[str, InferencePath] = {}
+    skipped: dict[str, str] = {}
+    t0 = time.perf_counter()
+    model = target.card.load_torch_model()
+    paths[EAGER] = _torch_path(EAGER, model, target.audio, target.visual, time.perf_counter() - t0,
+                               {'what': 'registry model, eval(), torch.inference_mode'})
+    if compile_torch:
+        t0 = time.perf_counter()
+        try:
+            compiled = torch.compile(copy.deepcopy(model), dynamic=False)
+            path = _torch_path(COMPILED, compiled, target.audio, target.visual, 0.0,
+                               {'what': 'torch.compile(inductor, static shapes)'})
+            path.run()                                  # compilation happens on the first call
+            path.build_s = time.perf_counter() - t0
+            paths[COMPILED] = path
+        except Exception as exc:   # inductor needs a C++ toolchain; any failure is a reported skip
+            skipped[COMPILED] = f'{type(exc).__name__}: {exc}'.splitlines()[0]
+    else:
+        skipped[COMPILED] = 'not requested (--compile)'
+    t0 = time.perf_counter()
+    try:
+        from .backends.onnxruntime_backend import create as create_ort
+        backend = create_ort(target.card, threads=threads)
+        a, v = target.audio, target.visual
+
+        def run_ort() -> tuple[np.ndarray, ...]:
+            res = backend.infer(a, v)
+            zeros = np.zeros_like(res.logits)
+            return (res.logits, res.audio_logits if res.audio_logits is not None else zeros,
+                    res.visual_logits if res.visual_logits is not None else zeros)
+        paths[ORT] = InferencePath(ORT, run_ort, time.perf_counter() - t0, dict(backend.info))
+    except Exception as exc:   # BackendUnavailable, ModelFileError: reported, the rest still runs
+        skipped[ORT] = f'{type(exc).__name__}: {exc}'
+    return paths, skipped
+
+
+def agreement(reference: tuple[np.ndarray, ...], other: tuple[np.ndarray, ...], heads: tuple[str, ...]) -> dict:
+    """argmax equality of the fused logits and max |diff| over the outputs the model really has."""
+    names = ('logits', 'audio_logits', 'visual_logits')
+    used = [i for i, n in enumerate(names) if i == 0 or n.split('_')[0] in heads]
+    diff = max(float(np.max(np.abs(reference[i] - other[i]))) for i in used)
+    return {'argmax_equal': bool(np.array_equal(reference[0].argmax(-1), other[0].argmax(-1))),
+            'max_abs_diff': diff, 'logits_nonzero': bool(np.any(reference[0] != 0))}
+
+
+# --------------------------------------------------------------------------------------------- bench
+
+def bench_target(target: Target, threads: int, compile_torch: bool, quick: bool, gemm_gflops: float) -> dict:
+    """Every measurement for one model; returns its JSON section."""
+    import torch
+    paths, skipped = build_paths(target, threads, compile_torch)
+    eager_model_inputs = (torch.from_numpy(target.audio), torch.from_numpy(target.visual))
+    model = target.card.load_torch_model()
+    flops = profiling.count_flops(model, eager_model_inputs)
+    outputs = {name: p.run() for name, p in paths.items()}
+    heads = tuple(target.card.modality_heads)
+    agree = {name: agreement(outputs[EAGER], out, heads) for name, out in outputs.items() if name != EAGER}
+    stats = profiling.time_interleaved(
+        {name: p.run for name, p in paths.items()}, warmup=1 if quick else 2,
+        min_rounds=QUICK_MIN_ROUNDS if quick else MIN_ROUNDS,
+        min_time_s=QUICK_MIN_TIME_S if quick else MIN_TIME_S)
+    eager_p50 = stats[EAGER].p50_ms
+    batch = int(target.audio.shape[1])
+    section: dict[str, Any] = {
+        'label': target.label, 'source': target.source, 'model': target.card.model,
+        'card': str(target.card.path), 'input': {'kind': target.input_kind, 'audio_shape': list(target.audio.shape),
+                                                 'visual_shape': list(target.visual.shape), 'batch': batch},
+        'parameters': int(sum(p.numel() for p in model.parameters())),
+        'flops_per_call': flops['total'], 'flops_by_op': flops['by_op'],
+        'paths': {}, 'skipped': skipped, 'notes': list(target.notes),
+    }
+    for name, p in paths.items():
+        s = stats[name]
+        entry = {**s.as_dict(), 'per_sample_p50_ms': s.p50_ms / batch, 'build_s': p.build_s,
+                 'speedup_vs_eager_p50': eager_p50 / s.p50_ms if s.p50_ms > 0 else None,
+                 'achieved_gflops': flops['total'] / (s.p50_ms / 1000.0) / 1e9 if s.p50_ms > 0 else None,
+                 'info': p.info}
+        entry['fraction_of_gemm_peak'] = (entry['achieved_gflops'] / gemm_gflops
+                                          if entry['achieved_gflops'] and gemm_gflops > 0 else None)
+        if name in agree:
+            entry['agreement_vs_eager'] = agree[name]
+        section['paths'][name] = entry
+    optimised = {n: e for n, e in section['paths'].items() if n != EAGER}
+    best = min(optimised, key=lambda n: optimised[n]['p50_ms']) if optimised else None
+    section['best_optimised_path'] = best
+    section['best_speedup_vs_eager'] = optimised[best]['speedup_vs_eager_p50'] if best else None
+    if target.card.model.startswith(SCMRL_FAMILY) and best is not None:
+        fastest = min(e['per_sample_p50_ms'] for e in section['paths'].values())
+        section['scmrl_reference'] = {
+            'reference_ms_per_sample': SCMRL_REFERENCE_MS, 'ours_best_ms_per_sample': fastest,
+            'speedup_vs_reference': SCMRL_REFERENCE_MS / fastest,
+            'comparable': target.audio.shape[0] == 4 and tuple(target.audio.shape[-2:]) == (128, 128),
+            'target_met': SCMRL_REFERENCE_MS / fastest >= SPEEDUP_TARGET}
+    iterations = QUICK_PROFILE_ITERATIONS if quick else PROFILE_ITERATIONS
+    section['stage_profile_eager_ms'] = profiling.stage_profile(model, eager_model_inputs, iterations=iterations)
+    section['top_ops_eager'] = profiling.op_profile(paths[EAGER].run)
+    return section
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--json', type=Path, required=True, help='write the report here')
+    parser.add_argument('--card', type=Path, default=None,
+                        help='model card to bench (default: the shipped default model, if present)')
+    parser.add_argument('--no-card', action='store_true', help='skip the card model')
+    parser.add_argument('--model', action='append', default=None, metavar='NAME',
+                        help=f'registered model to bench (repeatable; default: {", ".join(DEFAULT_MODELS)}); '
+                             '"none" benches no registry model')
+    parser.add_argument('--input-size', type=int, default=DEFAULT_INPUT_SIZE,
+                        help='square input size for --model (default %(default)s)')
+    parser.add_argument('--timesteps', type=int, default=DEFAULT_TIMESTEPS, help='T for --model')
+    parser.add_argument('--batch', type=int, default=DEFAULT_BATCH, help='windows per call')
+    parser.add_argument('--threads', type=int, default=DEFAULT_THREADS,
+                        help='torch and onnxruntime intra-op threads (default %(default)s)')
+    parser.add_argument('--compile', action='store_true',
+                        help='also time torch.compile (inductor; minutes of compilation on 2 cores)')
+    parser.add_argument('--no-node', action='store_true',
+                        help='skip the end-to-end node replay')
+    parser.add_argument('--node-seconds', type=float, default=None,
+                        help='seconds of sensor data for --node (default 30, --quick 8)')
+    parser.add_argument('--data-root', type=Path, default=None,
+                        help='AV digits data (fsdd/, mnist/) for real inputs (default: beside the checkout)')
+    parser.add_argument('--quick', action='store_true', help='short timing budget (a smoke run, not a result)')
+
+
+def _validate(args: argparse.Namespace) -> None:
+    for name in ('input_size', 'timesteps', 'batch', 'threads'):
+        if getattr(args, name) < 1:
+            raise ValueError(f'--{name.replace("_", "-")} must be >= 1, got {getattr(args, name)}')
+    if args.node_seconds is not None and not args.node_seconds > 0:
+        raise ValueError(f'--node-seconds must be > 0, got {args.node_seconds}')
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Run the bench described by ``args`` and return the report (also used by tests)."""
+    import torch
+
+    from .paths import default_data_root, default_model_card
+    _validate(args)
+    torch.set_num_threads(args.threads)
+    data_root = args.data_root or default_data_root()
+    report: dict[str, Any] = {
+        'command': ' '.join(['av-snn', 'bench', *sys.argv[2:]]) if sys.argv[1:2] == ['bench'] else None,
+        'settings': {'threads': args.threads, 'quick': bool(args.quick), 'compile': bool(args.compile),
+                     'data_root': str(data_root) if data_root else None},
+        'machine': machine_info(),
+        'targets': {'optimised_speedup_vs_eager': SPEEDUP_TARGET, 'scmrl_speedup_vs_reference': SPEEDUP_TARGET,
+                    'node_p99_over_inference_ms': 10.0, 'node_dropped_windows': 0},
+    }
+    report['gemm'] = profiling.measure_gemm_gflops()
+    peak = report['gemm']['best_gflops']
+    models: list[dict] = []
+    skipped: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix='av-snn-bench-') as tmp:
+        targets: list[Callable[[], Target]] = []
+        if not args.no_card:
+            card = args.card or default_model_card()
+            if Path(card).exists():
+                targets.append(lambda card=card: card_target(Path(card), args.batch, data_root))
+            else:
+                skipped['card'] = f'no model card at {card} (train/ship the default model or pass --card)'
+        names = [n for n in (args.model or list(DEFAULT_MODELS)) if n.lower() != 'none']
+        for name in names:
+            targets.append(lambda name=name: registry_target(name, args.input_size, args.timesteps, args.batch,
+                                                             data_root, Path(tmp)))
+        for make in targets:
+            target = make()
+            print(f'av-snn bench: {target.label} ...', file=sys.stderr, flush=True)
+            models.append(bench_target(target, args.threads, args.compile, args.quick, peak))
+    report['models'] = models
+    report['skipped'] = skipped
+    gemm_end = profiling.measure_gemm_gflops()
+    report['gemm_end'] = gemm_end
+    report['machine']['loadavg_end'] = list(os.getloadavg())
+    return report
+
+
+def summary(report: dict) -> str:
+    """A short text table of the report for the terminal."""
+    g = report['gemm']
+    lines = [f'GEMM fp32 {g["size"]}^3, {g["threads"]} threads: best {g["best_gflops"]:.1f} GFLOP/s '
+             f'(median {g["median_gflops"]:.1f}); load avg {report["machine"]["loadavg_1_5_15"][0]:.2f}']
+    for m in report['models']:
+        lines.append(f'\n{m["label"]}  {m["parameters"] / 1e6:.2f} M params, '
+                     f'{m["flops_per_call"] / 1e9:.2f} GFLOP/call ({m["input"]["kind"]} input)')
+        lines.append(f'  {"path":<16}{"p50 ms":>9}{"p95 ms":>9}{"x eager":>9}{"%GEMM":>7}  agreement')
+        for name, e in m['paths'].items():
+            agree = e.get('agreement_vs_eager')
+            agree_s = (f'argmax {"==" if agree["argmax_equal"] else "!="}, max|d| {agree["max_abs_diff"]:.2g}'
+                       if agree else '(reference)')
+            frac = e['fraction_of_gemm_peak']
+            lines.append(f'  {name:<16}{e["p50_ms"]:9.2f}{e["p95_ms"]:9.2f}{e["speedup_vs_eager_p50"]:9.2f}'
+                         f'{100 * frac if frac else float("nan"):6.1f}%  {agree_s}')
+        for name, why in m['skipped'].items():
+            lines.append(f'  {name:<16}skipped: {why}')
+        if 'scmrl_reference' in m:
+            r = m['scmrl_reference']
+            lines.append(f'  vs S-CMRL reference {r["reference_ms_per_sample"]:.0f} ms/sample: '
+                         f'{r["speedup_vs_reference"]:.2f}x')
+    for name, why in report.get('skipped', {}).items():
+        lines.append(f'{name}: skipped: {why}')
+    if report.get('node'):
+        lines.append(node_summary(report['node']))
+    return '\n'.join(lines)
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        report = run(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f'av-snn bench: {exc}', file=sys.stderr)
+        return 2
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2, default=str))
+    print(summary(report))
+    print(f'report: {args.json}')
+    return 0
+
+
+def node_summary(node: dict) -> str:
+    """Text lines for the node section (filled in by the node bench)."""
+    if 'skipped' in node:
+        return f'node: skipped: {node["skipped"]}'
+    return f'node: {json.dumps(node)[:400]}'

@@ -89,9 +89,12 @@ class Recording:
         return self.t0_ns + i * self.window_ns
 
 
-def recording(cfg: PreprocessConfig, data_root: Path, num: int, t0_s: int = 1000) -> Recording:
-    ds = dataset(cfg, data_root, num)
-    raws = [ds.raw(i) for i in range(num)]
+def recording(cfg: PreprocessConfig, data_root: Path, num: int, t0_s: int = 1000,
+              indices: list[int] | None = None) -> Recording:
+    """``num`` consecutive test-split samples (or the samples at ``indices``) back to back from ``t0_s``."""
+    indices = list(range(num)) if indices is None else list(indices)
+    ds = dataset(cfg, data_root, max(indices) + 1)
+    raws = [ds.raw(i) for i in indices]
     return Recording(t0_ns=t0_s * NS_PER_S, audio=np.concatenate([r.audio for r in raws]),
                      images=[r.image for r in raws], labels=[r.label for r in raws],
                      window_ns=int(round(cfg.window_s * NS_PER_S)))
@@ -117,14 +120,122 @@ def robot_stream(rec: Recording, cfg: PreprocessConfig, fps: int = 20, chunk_s: 
     return events
 
 
-def offline_labels(card, rec: Recording) -> list[int]:
-    """The card's torch model on each segment, preprocessed exactly as training/evaluation does."""
+def offline_scores(card, rec: Recording) -> np.ndarray:
+    """Softmax scores ``(segments, K)`` of the card's torch model on each segment, preprocessed exactly
+    as training and offline evaluation do (one static image repeated over the T steps)."""
     from av_snn_ros.backends.torch_backend import TorchBackend
+    from av_snn_ros.prediction import softmax
     cfg = card.preprocessing
     backend = TorchBackend(card, threads=1)
     n = cfg.window_samples
     out = []
     for i, image in enumerate(rec.images):
         a, v = preprocess_window(rec.audio[i * n:(i + 1) * n], [image] * cfg.timesteps, cfg)
-        out.append(int(backend.infer(a[:, None], v[:, None]).logits.argmax()))
-    return out
+        out.append(softmax(backend.infer(a[:, None], v[:, None]).logits[0]))
+    return np.stack(out)
+
+
+# ------------------------------------------------------------------------------------------- ROS graph
+
+DEFAULT_TIMEOUT_S = 60.0
+
+
+class Probe:
+    """A plain node that publishes sensor data to, and records everything from, the classifier."""
+
+    def __init__(self, context, namespace: str = '', reliable_sensors: bool = True, depth: int = 1000):
+        from av_snn_msgs.msg import AudioChunk, Classification
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.node import Node
+        from sensor_msgs.msg import CompressedImage, Image
+
+        from av_snn_ros.ros import qos
+        import threading
+        self.node = Node('test_probe', namespace=namespace, context=context)
+        sensor = qos.driver_qos(depth) if reliable_sensors else qos.sensor_qos('best_effort', depth)
+        self.image_pub = self.node.create_publisher(Image, 'image', sensor)
+        self.compressed_pub = self.node.create_publisher(CompressedImage, 'image/compressed', sensor)
+        self.audio_pub = self.node.create_publisher(AudioChunk, 'audio', sensor)
+        self.cond = threading.Condition()
+        self.classifications: list = []
+        self.diagnostics: list[dict[str, str]] = []
+        self.node.create_subscription(Classification, 'classification', self._on_cls, qos.output_qos())
+        self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diag, qos.diagnostics_qos())
+
+    def _on_cls(self, msg) -> None:
+        with self.cond:
+            self.classifications.append(msg)
+            self.cond.notify_all()
+
+    def _on_diag(self, msg) -> None:
+        with self.cond:
+            for status in msg.status:
+                if 'av_classifier' in status.name:
+                    values = {kv.key: kv.value for kv in status.values}
+                    values['_level'] = status.level
+                    values['_message'] = status.message
+                    self.diagnostics.append(values)
+            self.cond.notify_all()
+
+    def wait_for(self, predicate, timeout: float = DEFAULT_TIMEOUT_S, what: str = 'condition') -> None:
+        """Wait (condition variable, no fixed sleeps) until ``predicate(self)`` holds."""
+        with self.cond:
+            if not self.cond.wait_for(lambda: predicate(self), timeout=timeout):
+                raise AssertionError(f'timed out after {timeout} s waiting for {what}')
+
+    def wait_for_subscribers(self, timeout: float = DEFAULT_TIMEOUT_S, compressed: bool = False) -> None:
+        import time
+        image_pub = self.compressed_pub if compressed else self.image_pub
+        deadline = time.monotonic() + timeout
+        while image_pub.get_subscription_count() < 1 or self.audio_pub.get_subscription_count() < 1:
+            if time.monotonic() > deadline:
+                raise AssertionError('the classifier did not subscribe to image and audio')
+            with self.cond:
+                self.cond.wait(0.05)     # graph changes have no callback in rclpy: poll with a timeout
+
+    def latest_diagnostics(self) -> dict[str, str]:
+        with self.cond:
+            return dict(self.diagnostics[-1]) if self.diagnostics else {}
+
+    def publish_events(self, events, image_encoding: str = 'rgb8', audio_encoding: str = 'F32LE',
+                       sample_rate: int = 16000) -> None:
+        from av_snn_ros.ros.conversions import array_to_audio, array_to_image
+        for stamp, kind, payload in events:
+            if kind == 'audio':
+                self.audio_pub.publish(array_to_audio(payload, stamp, sample_rate, audio_encoding,
+                                                      frame_id='mic'))
+            elif kind == 'image':
+                self.image_pub.publish(array_to_image(payload, stamp, image_encoding, frame_id='camera'))
+            else:
+                raise ValueError(kind)
+
+
+class Spinner:
+    """A MultiThreadedExecutor spinning ``nodes`` in a background thread (context manager)."""
+
+    def __init__(self, context, *nodes, threads: int = 4) -> None:
+        import threading
+
+        from rclpy.executors import MultiThreadedExecutor
+        self.executor = MultiThreadedExecutor(num_threads=threads, context=context)
+        for node in nodes:
+            self.executor.add_node(node)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+
+    def __enter__(self) -> 'Spinner':
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.executor.shutdown()
+        self.thread.join(10)
+
+
+def classifier(context, card_path, overrides: dict | None = None):
+    """An ``AvClassifierNode`` with parameter overrides (``{'window.hop_s': 1.0, ...}``)."""
+    from rclpy.parameter import Parameter
+
+    from av_snn_ros.ros.classifier_node import AvClassifierNode
+    values = {'model.card': str(card_path), **(overrides or {})}
+    return AvClassifierNode(context=context,
+                            parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])

@@ -1,0 +1,218 @@
+"""The classifier node's parameters: one table of specs -> descriptors, declaration and typed settings.
+
+Defaults live here (and in ``WindowParams``) only; params files override them, launch files pass files
+and overrides, never copies of the defaults. Window length W and timesteps T are *not* parameters: they
+come from the model card's preprocessing, so a node can never feed a model windows it was not trained on.
+
+Parameters are read at ``configure``; changing one on a configured node takes effect at the next
+cleanup -> configure. Structural ones (model, backend, input type, QoS) are read-only after start-up.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..backends.base import available_backends
+from ..windowing import GAP_POLICIES, WindowParams
+
+RELIABILITIES = ('best_effort', 'reliable')
+#: Isaac ROS TensorRT node parameter names, passed to the TensorRT backend as options
+TENSORRT_OPTIONS = ('model_file_path', 'engine_file_path', 'force_engine_update', 'enable_fp16',
+                    'max_workspace_size', 'dla_core')
+#: Isaac ROS defaults where they make sense here (fp16 on; a cached engine is reused, not rebuilt)
+DEFAULT_MAX_WORKSPACE_BYTES = 1 << 26
+DLA_CORE_GPU = -1
+MAX_THREADS = 256
+
+
+def _default_card() -> str:
+    try:
+        from ..paths import default_model_card
+        return str(default_model_card())
+    except FileNotFoundError:
+        return ''
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One declared parameter. ``range`` is inclusive; ``choices`` lists valid strings."""
+
+    name: str
+    default: Any
+    description: str
+    range: tuple[float, float] | None = None
+    choices: tuple[str, ...] | None = None
+    read_only: bool = False
+
+    @property
+    def is_float(self) -> bool:
+        return isinstance(self.default, float)
+
+
+_W = WindowParams()
+
+
+def param_specs() -> tuple[ParamSpec, ...]:
+    """Every parameter of ``av_classifier``, in documentation order."""
+    return (
+        ParamSpec('model.card', _default_card(),
+                  'Model card (card.yaml or its folder): model, weights, ONNX, labels and preprocessing '
+                  '(window length, timesteps, sample rate). Default: the shipped default model.',
+                  read_only=True),
+        ParamSpec('backend.name', 'auto', 'Inference backend; auto tries tensorrt, onnxruntime, torch in that '
+                  'order and reports why it skipped any.', choices=tuple(available_backends()), read_only=True),
+        ParamSpec('backend.threads', 0, 'CPU threads for torch / onnxruntime (0: library default).',
+                  range=(0, MAX_THREADS), read_only=True),
+        ParamSpec('backend.model_file_path', '', 'TensorRT: ONNX file to build the engine from '
+                  '(empty: the card\'s ONNX).', read_only=True),
+        ParamSpec('backend.engine_file_path', '', 'TensorRT: engine file to load or write (empty: the '
+                  'content-addressed engine cache).', read_only=True),
+        ParamSpec('backend.force_engine_update', False, 'TensorRT: rebuild the engine even if a valid one '
+                  'is cached.', read_only=True),
+        ParamSpec('backend.enable_fp16', True, 'TensorRT: allow FP16 kernels.', read_only=True),
+        ParamSpec('backend.max_workspace_size', DEFAULT_MAX_WORKSPACE_BYTES, 'TensorRT: builder workspace '
+                  'limit in bytes.', range=(1 << 20, 1 << 40), read_only=True),
+        ParamSpec('backend.dla_core', DLA_CORE_GPU, 'TensorRT: DLA core to run on (-1: GPU).',
+                  range=(-1, 7), read_only=True),
+        ParamSpec('window.hop_s', _W.hop_s, 'Seconds between window starts; starts lie on multiples of '
+                  'hop_s in sensor time. Window length and timesteps come from the model card.',
+                  range=(0.01, 60.0)),
+        ParamSpec('window.max_frame_age_s', _W.max_frame_age_s, 'Oldest a camera frame may be at a '
+                  'timestep centre; windows without such frames are dropped (missing_visual).',
+                  range=(0.001, 60.0)),
+        ParamSpec('window.gap_policy', _W.gap_policy, 'Audio lost inside a window: zero_fill (if at most '
+                  'max_gap_s is missing, flagged audio_gap) or drop the window.', choices=GAP_POLICIES),
+        ParamSpec('window.max_gap_s', _W.max_gap_s, 'Most missing audio a zero-filled window may have.',
+                  range=(0.0, 60.0)),
+        ParamSpec('window.gap_tolerance_s', _W.gap_tolerance_s, 'Audio chunk stamp jitter still treated as '
+                  'continuous audio (larger offsets are gaps or overlaps).', range=(0.0, 1.0)),
+        ParamSpec('window.max_buffer_s', _W.max_buffer_s, 'History kept per stream; also how long a window '
+                  'waits for the slower modality before it is dropped.', range=(0.5, 600.0)),
+        ParamSpec('inference.queue_size', 1, 'Windows waiting for inference. 1: newest wins (lowest latency); '
+                  'more: oldest dropped when full. Drops count as dropped_busy.', range=(1, 10000)),
+        ParamSpec('qos.sensor.reliability', 'best_effort', 'Reliability of the image and audio '
+                  'subscriptions (best_effort = sensor data QoS; reliable for lossless replay).',
+                  choices=RELIABILITIES, read_only=True),
+        ParamSpec('qos.sensor.depth', 10, 'History depth of the image and audio subscriptions.',
+                  range=(1, 100000), read_only=True),
+        ParamSpec('input.compressed', False, 'Subscribe to image/compressed (sensor_msgs/CompressedImage) '
+                  'instead of image (sensor_msgs/Image).', read_only=True),
+        ParamSpec('diagnostics.period_s', 1.0, 'Period of the /diagnostics report.', range=(0.1, 3600.0)),
+        ParamSpec('energy.enabled', False, 'Report spike rates and an energy estimate per window (torch '
+                  'backend only; costs one extra pass of bookkeeping per window).'),
+        ParamSpec('autostart', False, 'Configure and activate on start-up (for standalone use; leave false '
+                  'when launch or a lifecycle manager drives the transitions).'),
+    )
+
+
+@dataclass(frozen=True)
+class BackendSettings:
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """Validated parameters of one configure."""
+
+    model_card: str
+    backend: BackendSettings
+    window: WindowParams
+    queue_size: int
+    reliability: str
+    depth: int
+    compressed: bool
+    diagnostics_period_s: float
+    energy_enabled: bool
+
+
+def _check(spec: ParamSpec, value: Any) -> Any:
+    """Type/range/choice check of one value; returns it normalised (int -> float for float params)."""
+    expected = type(spec.default)
+    if spec.is_float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if isinstance(value, bool) != (expected is bool) or not isinstance(value, expected):
+        raise ValueError(f'{spec.name}: expected {expected.__name__}, got {type(value).__name__} {value!r}')
+    if spec.is_float and not math.isfinite(value):
+        raise ValueError(f'{spec.name}: must be finite, got {value}')
+    if spec.range is not None and not spec.range[0] <= value <= spec.range[1]:
+        raise ValueError(f'{spec.name}: {value} is outside [{spec.range[0]}, {spec.range[1]}]')
+    if spec.choices is not None and value not in spec.choices:
+        raise ValueError(f'{spec.name}: {value!r} is not one of {", ".join(spec.choices)}')
+    return value
+
+
+def descriptor(spec: ParamSpec):
+    """The ``ParameterDescriptor`` advertised for ``spec`` (ranges, choices, read-only)."""
+    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+    d = ParameterDescriptor(name=spec.name, description=spec.description, read_only=spec.read_only)
+    if spec.choices:
+        d.additional_constraints = 'one of: ' + ', '.join(spec.choices)
+    if spec.range is not None:
+        if spec.is_float:
+            d.floating_point_range = [FloatingPointRange(from_value=float(spec.range[0]),
+                                                         to_value=float(spec.range[1]), step=0.0)]
+        else:
+            d.integer_range = [IntegerRange(from_value=int(spec.range[0]), to_value=int(spec.range[1]), step=0)]
+    if spec.is_float:
+        # accept `hop_s: 1` from YAML (an integer) instead of failing at start-up; checked at configure
+        d.dynamic_typing = True
+    return d
+
+
+def declare_parameters(node) -> list[str]:
+    """Declare every parameter on ``node``; return the problems of rejected overrides.
+
+    An override that rclpy rejects (wrong type, outside the advertised range) is replaced by the default
+    and reported here, so ``configure`` fails with a clear message instead of the constructor raising.
+    """
+    from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
+    errors = []
+    for spec in param_specs():
+        try:
+            node.declare_parameter(spec.name, spec.default, descriptor(spec))
+        except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
+            errors.append(f'{spec.name}: {exc}')
+            node.declare_parameter(spec.name, spec.default, descriptor(spec), ignore_override=True)
+    return errors
+
+
+def read_settings(values: dict[str, Any]) -> NodeSettings:
+    """Validate parameter values (name -> value) into :class:`NodeSettings`; ``ValueError`` lists every
+    problem, one per line."""
+    specs = {s.name: s for s in param_specs()}
+    checked: dict[str, Any] = {}
+    problems = []
+    for name, spec in specs.items():
+        try:
+            checked[name] = _check(spec, values.get(name, spec.default))
+        except ValueError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ValueError('invalid parameters:\n  ' + '\n  '.join(problems))
+    if not checked['model.card']:
+        raise ValueError('model.card is empty and no shipped default model was found; '
+                         'pass -p model.card:=/path/to/card.yaml')
+    options: dict[str, Any] = {}
+    if checked['backend.threads']:
+        options['threads'] = checked['backend.threads']
+    for key in TENSORRT_OPTIONS:
+        value = checked[f'backend.{key}']
+        if value != '':
+            options[key] = value
+    window = WindowParams(hop_s=checked['window.hop_s'], max_frame_age_s=checked['window.max_frame_age_s'],
+                          gap_policy=checked['window.gap_policy'], max_gap_s=checked['window.max_gap_s'],
+                          gap_tolerance_s=checked['window.gap_tolerance_s'],
+                          max_buffer_s=checked['window.max_buffer_s'])
+    return NodeSettings(
+        model_card=checked['model.card'], backend=BackendSettings(checked['backend.name'], options),
+        window=window, queue_size=checked['inference.queue_size'],
+        reliability=checked['qos.sensor.reliability'], depth=checked['qos.sensor.depth'],
+        compressed=checked['input.compressed'], diagnostics_period_s=checked['diagnostics.period_s'],
+        energy_enabled=checked['energy.enabled'])
+
+
+def node_values(node) -> dict[str, Any]:
+    """Current values of every declared spec on ``node``."""
+    return {s.name: node.get_parameter(s.name).value for s in param_specs()}

@@ -1,0 +1,182 @@
+"""The classifier node on real data: labels equal offline evaluation; bad input is counted, not fatal."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from rclpy.lifecycle import TransitionCallbackReturn
+
+from av_snn_ros.model_card import ModelCard
+from av_snn_ros.ros.conversions import stamp_to_ns
+from runtime_helpers import (Probe, Spinner, classifier, make_card, offline_scores, recording,
+                             robot_stream)
+
+SEGMENTS = 5
+POOL = 16          # test samples searched for varied predictions
+REPLAY = {'window.hop_s': 1.0, 'qos.sensor.reliability': 'reliable', 'qos.sensor.depth': 2000,
+          'inference.queue_size': 100, 'diagnostics.period_s': 0.2, 'backend.name': 'torch',
+          'backend.threads': 1,
+          # the test publishes faster than real time and DDS may deliver one stream well ahead of the
+          # other: let windows wait long enough for the slower one (flow-controlled replay needs less)
+          'window.max_buffer_s': 30.0}
+#: same model, same input, same backend library: scores agree to float32 rounding
+SCORE_ATOL = 1e-5
+
+
+@pytest.fixture(scope='module')
+def card_path(tmp_path_factory):
+    return make_card(tmp_path_factory)
+
+
+@pytest.fixture(scope='module')
+def card(card_path):
+    return ModelCard.load(card_path)
+
+
+@pytest.fixture(scope='module')
+def rec(card, data_root):
+    """SEGMENTS test samples on which the (untrained) card does not predict one constant class, so a
+    node that published a constant label could not pass."""
+    pool = recording(card.preprocessing, data_root, POOL)
+    predicted = offline_scores(card, pool).argmax(axis=1)
+    first_of_class = {int(k): i for i, k in reversed(list(enumerate(predicted)))}
+    chosen = sorted(first_of_class.values())[:SEGMENTS]
+    chosen += [i for i in range(POOL) if i not in chosen][:SEGMENTS - len(chosen)]
+    assert len(set(predicted[chosen])) > 1, 'the test card predicts one class for every pooled sample'
+    return recording(card.preprocessing, data_root, SEGMENTS, indices=chosen)
+
+
+@pytest.fixture(scope='module')
+def scores(card, rec):
+    return offline_scores(card, rec)
+
+
+@pytest.fixture(scope='module')
+def expected(scores):
+    return [int(k) for k in scores.argmax(axis=1)]
+
+
+def _by_start(msgs):
+    return {stamp_to_ns(m.window_start): m for m in msgs}
+
+
+def test_classifications_equal_offline_evaluation(ros_context, card, card_path, rec, scores, expected):
+    node = classifier(ros_context, card_path, REPLAY)
+    probe = Probe(ros_context)
+    with Spinner(ros_context, node, probe.node):
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        probe.wait_for_subscribers()
+        probe.publish_events(robot_stream(rec, card.preprocessing, fps=20))
+        probe.wait_for(lambda p: len(p.classifications) >= SEGMENTS, what=f'{SEGMENTS} classifications')
+        probe.wait_for(lambda p: p.diagnostics and p.diagnostics[-1].get('windows_classified') == str(SEGMENTS),
+                       what='diagnostics counting every window')
+    msgs = _by_start(probe.classifications)
+    assert sorted(msgs) == [rec.segment_start(i) for i in range(SEGMENTS)]
+    for i in range(SEGMENTS):
+        m = msgs[rec.segment_start(i)]
+        assert m.class_id == expected[i], f'segment {i}: node {m.class_id}, offline {expected[i]}'
+        assert m.label == card.labels[m.class_id]
+        assert stamp_to_ns(m.header.stamp) == rec.segment_start(i) + rec.window_ns    # window end, sensor time
+        assert m.header.frame_id == 'camera'
+        assert list(m.labels) == card.labels
+        got = np.asarray(m.scores)
+        np.testing.assert_allclose(got, scores[i], atol=SCORE_ATOL)     # the very same computation
+        assert abs(got.sum() - 1) < 1e-5
+        assert m.confidence == pytest.approx(got.max()) and got.argmax() == m.class_id
+        assert m.model_name == f'{card.model}/{card.name}'
+        assert list(m.flags) == []
+        for head in ('audio', 'visual'):
+            k, p = getattr(m, f'{head}_class_id'), getattr(m, f'{head}_confidence')
+            if head in card.modality_heads:
+                assert 0 <= k < len(card.labels) and 0 < p <= 1
+            else:
+                assert (k, p) == (-1, 0.0)
+    diag = probe.latest_diagnostics()
+    assert diag['windows_formed'] == str(SEGMENTS)
+    assert diag['windows_dropped'] == '0'
+    assert diag['messages_dropped'] == '0'
+    assert diag['backend'] == 'torch'
+    assert 'latency.inference_p50_s' in diag and 'latency.inference_p99_s' in diag
+    assert float(diag['rate.audio_hz']) > 0
+
+
+def _bad_images(stamp):
+    from sensor_msgs.msg import Image
+    from av_snn_ros.ros.conversions import ns_to_stamp
+    good = dict(height=28, width=28, encoding='rgb8', step=84, data=bytes(28 * 84))
+    cases = {
+        'image_encoding': dict(good, encoding='yuv422_yuy2', step=56, data=bytes(28 * 56)),
+        'image_step': dict(good, step=28),
+        'image_truncated': dict(good, data=bytes(28 * 84 - 100)),
+        'image_size': dict(good, height=0, data=b''),
+    }
+    out = {}
+    for reason, fields in cases.items():
+        msg = Image(**fields)
+        msg.header.stamp = ns_to_stamp(stamp)
+        out[reason] = msg
+    return out
+
+
+def _bad_audio(stamp):
+    from av_snn_ros.ros.conversions import array_to_audio
+    odd = array_to_audio(np.zeros(320, np.float32), stamp, 16000, 'S16LE')
+    odd.data = bytes(641)
+    nan = array_to_audio(np.full(320, np.nan, np.float32), stamp, 16000, 'F32LE')
+    no_rate = array_to_audio(np.zeros(320, np.float32), stamp, 16000, 'S16LE')
+    no_rate.sample_rate = 0
+    bad_enc = array_to_audio(np.zeros(320, np.float32), stamp, 16000, 'S16LE')
+    bad_enc.encoding = 'MP3'
+    return {'audio_size': odd, 'audio_nonfinite': nan, 'audio_rate': no_rate, 'audio_encoding': bad_enc}
+
+
+def test_bad_messages_are_dropped_counted_and_node_keeps_working(ros_context, card, card_path, rec, expected):
+    node = classifier(ros_context, card_path, REPLAY)
+    probe = Probe(ros_context)
+    events = robot_stream(rec, card.preprocessing, fps=20)
+    mid = len(events) // 2
+    bad_stamp = events[mid][0]
+    with Spinner(ros_context, node, probe.node):
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        probe.wait_for_subscribers()
+        probe.publish_events(events[:mid])
+        for msg in _bad_images(bad_stamp).values():
+            probe.image_pub.publish(msg)
+        for msg in _bad_audio(bad_stamp).values():
+            probe.audio_pub.publish(msg)
+        probe.publish_events(events[mid:])           # valid data after the bad messages
+        probe.wait_for(lambda p: len(p.classifications) >= SEGMENTS, what='classifications after bad input')
+        reasons = [*_bad_images(0), *_bad_audio(0)]
+        probe.wait_for(lambda p: p.diagnostics and all(
+            p.diagnostics[-1].get(f'drop.{r}') == '1' for r in reasons), what='drop counters in diagnostics')
+    msgs = _by_start(probe.classifications)
+    assert [msgs[rec.segment_start(i)].class_id for i in range(SEGMENTS)] == expected
+    diag = probe.latest_diagnostics()
+    assert diag['messages_dropped'] == str(len(reasons))
+    assert diag['windows_dropped'] == '0'
+
+
+def test_compressed_input_and_other_encodings(ros_context, card, card_path, rec, expected):
+    """CompressedImage (PNG: lossless) input gives the offline labels too; bgr8 frames decode to RGB."""
+    import cv2
+    from sensor_msgs.msg import CompressedImage
+    from av_snn_ros.ros.conversions import array_to_audio, ns_to_stamp
+    node = classifier(ros_context, card_path, {**REPLAY, 'input.compressed': True})
+    probe = Probe(ros_context)
+    with Spinner(ros_context, node, probe.node):
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        probe.wait_for_subscribers(compressed=True)
+        for stamp, kind, payload in robot_stream(rec, card.preprocessing, fps=20):
+            if kind == 'audio':
+                probe.audio_pub.publish(array_to_audio(payload, stamp, 16000, 'F32LE'))
+            else:
+                ok, png = cv2.imencode('.png', payload)
+                assert ok
+                msg = CompressedImage(format='png', data=png.tobytes())
+                msg.header.stamp = ns_to_stamp(stamp)
+                probe.compressed_pub.publish(msg)
+        probe.wait_for(lambda p: len(p.classifications) >= SEGMENTS, what='classifications')
+    msgs = _by_start(probe.classifications)
+    assert [msgs[rec.segment_start(i)].class_id for i in range(SEGMENTS)] == expected

@@ -193,7 +193,8 @@ def test_folding_the_real_model_keeps_its_outputs(card, data_root, tmp_path):
     assert {imp.domain for imp in onnx.load(str(folded)).opset_import} == {''}
 
 
-def test_compare_runtimes_on_real_windows(card, data_root):
+def test_compare_runtimes_on_real_windows(card, data_root, tmp_path, monkeypatch):
+    monkeypatch.setenv('AV_SNN_ENGINE_CACHE', str(tmp_path / 'engines'))   # where TensorRT runs: no ~/.cache
     audio, visual, _ = real_batch(card.preprocessing, data_root, num=2)
     result = compare_runtimes(card.verified_onnx(), card, [(audio, visual)])   # batch 2: run window by window
     ort_result = next(r for r in result.results if r.runtime == 'onnxruntime')

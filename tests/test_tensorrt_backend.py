@@ -147,6 +147,20 @@ def test_tensorrt_without_cuda_device_falls_back_naming_cuda(card, monkeypatch):
         create_backend('tensorrt', card)
 
 
+def test_unexpected_tensorrt_api_falls_back_instead_of_crashing(card, monkeypatch, engine_dir):
+    """A TensorRT whose Python API lacks what 8.6/10.x document (stand-in module, pretend device):
+    ``auto`` must record the reason and fall back; nothing may be cached."""
+    stand_in = types.ModuleType('tensorrt')
+    stand_in.__version__ = '99.0-test'
+    monkeypatch.setitem(sys.modules, 'tensorrt', stand_in)
+    monkeypatch.setattr(trt_backend, 'cuda_device',
+                        lambda: trt_backend.CudaDevice(0, 'pretend', '8.7', 1 << 30))
+    choice = create_backend('auto', card)
+    assert choice.backend.name == 'onnxruntime'
+    assert 'TensorRT 99.0-test API call failed' in choice.skipped['tensorrt']
+    assert not list(engine_dir.glob('*.engine'))
+
+
 # ---------------------------------------------------------------------------------------- GPU only
 
 @gpu_test
@@ -198,7 +212,8 @@ def test_force_update_and_explicit_engine_path(card, engine_dir, tmp_path):
     backend = create_backend('tensorrt', card, engine_file_path=str(path)).backend
     try:
         assert backend.info['engine_cache'] == 'hit' and backend.info['engine_path'] == str(path)
-        audio, visual = (np.zeros(s, np.float32) for s in backend.input_shapes().values())
+        shapes = backend.input_shapes()
+        audio, visual = np.zeros(shapes['audio'], np.float32), np.zeros(shapes['visual'], np.float32)
         with pytest.raises(ValueError, match='engine expects'):
             backend.infer(audio[:2], visual)
         assert np.isfinite(backend.infer(audio, visual).logits).all()

@@ -24,7 +24,9 @@ Options (names follow Isaac ROS ``isaac_ros_tensor_rt``):
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
+import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -188,6 +190,21 @@ def _trt_logger(trt):
     return _LOGGER
 
 
+@contextlib.contextmanager
+def _api_errors_as_unavailable():
+    """Turn an AttributeError/TypeError from a TensorRT call into BackendUnavailable naming the version.
+
+    A TensorRT release whose Python API differs from the documented 8.6/10.x one must make ``auto``
+    fall back with the reason, not crash the node.
+    """
+    try:
+        yield
+    except (AttributeError, TypeError) as exc:
+        version = getattr(sys.modules.get('tensorrt'), '__version__', 'unknown')
+        raise BackendUnavailable(f'TensorRT {version} API call failed ({type(exc).__name__}: {exc}); this backend '
+                                 'targets the TensorRT 8.6 and 10.x Python APIs') from exc
+
+
 def _recent_errors(logger) -> str:
     return ('; TensorRT said: ' + ' | '.join(logger.errors)) if logger.errors else ''
 
@@ -342,7 +359,8 @@ def build_engine_from_card(card, out_dir: str | Path | None = None, **options) -
     import_tensorrt()   # the clear reasons first, in the same order as create()
     cuda_device()
     onnx_path = opts.model_file_path or _card_onnx(card)
-    result, _ = _resolve_engine(onnx_path, opts, stem=card.name)
+    with _api_errors_as_unavailable():
+        result, _ = _resolve_engine(onnx_path, opts, stem=card.name)
     log.info('TensorRT engine %s (%s)', result.path, result.reason)
     return result.path
 
@@ -440,8 +458,9 @@ class TensorRTBackend(InferenceBackend):
                                              'engine_cache_dir': str(cache_dir) if cache_dir else None})
         import_tensorrt()
         cuda_device()
-        result, key = _resolve_engine(opts.model_file_path, opts, stem=Path(onnx_path).stem)
-        backend = cls(result.path, modality_heads=modality_heads, dla_core=opts.dla_core)
+        with _api_errors_as_unavailable():
+            result, key = _resolve_engine(opts.model_file_path, opts, stem=Path(onnx_path).stem)
+            backend = cls(result.path, modality_heads=modality_heads, dla_core=opts.dla_core)
         backend.info.update(_cache_info(result, key, opts.model_file_path))
         return backend
 
@@ -559,9 +578,14 @@ def _apply_card_shapes(backend: TensorRTBackend, card) -> None:
 
 def create(card, **options) -> TensorRTBackend:
     """Backend factory used by :func:`~av_snn_ros.backends.base.create_backend` (warmed up when returned)."""
-    opts = TensorRTOptions.from_options(options)
+    opts = TensorRTOptions.from_options(options)     # a bad value is a config error: raised, never skipped
     import_tensorrt()            # the two cheapest, most common reasons to fall back, checked first
     cuda_device()
+    with _api_errors_as_unavailable():
+        return _create(card, opts)
+
+
+def _create(card, opts: TensorRTOptions) -> TensorRTBackend:
     onnx_path = opts.model_file_path
     if onnx_path is None and getattr(card, 'onnx', None) is not None:
         onnx_path = _card_onnx(card)      # hash-checked against the card

@@ -243,7 +243,8 @@ def serialize_engine(onnx_path: str | Path, fp16: bool = True, workspace: int = 
     logger.errors.clear()
     builder = trt.Builder(logger)
     if builder is None:
-        raise BackendUnavailable('TensorRT could not create a builder (no usable CUDA device?)' + _recent_errors(logger))
+        raise BackendUnavailable('TensorRT could not create a builder (no usable CUDA device?)'
+                                 + _recent_errors(logger))
     network = builder.create_network(_network_flags(trt))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):   # from file: resolves external weights, if any

@@ -1,0 +1,234 @@
+"""Bad model files fail loudly at start-up: missing, truncated or tampered weights / ONNX / engines.
+
+A card is written once (MISNet-tiny, real export) and copied per test, so each test damages its own
+copy. Loads must fail with :class:`ModelFileError` naming the file and the reason; a checkpoint is only
+ever unpickled with ``weights_only=True`` (a pickle carrying arbitrary objects is refused without
+running them); the node's configure returns FAILURE with the reason instead of crashing.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from av_snn_ros.model_card import ModelCard, ModelFileError, sha256_file
+
+MODEL = 'misnet_tiny'
+LABELS = [str(d) for d in range(10)]
+
+
+@pytest.fixture(scope='module')
+def pristine_card(tmp_path_factory) -> Path:
+    """A valid card (weights + ONNX + hashes) of the tiny model, written by the real exporter."""
+    from av_snn_ros.export import preprocess_config_for, write_model_card
+    from av_snn_ros.models.registry import create_model
+    torch.manual_seed(0)
+    model = create_model(MODEL, num_classes=len(LABELS))
+    out = tmp_path_factory.mktemp('card')
+    return write_model_card(MODEL, out, LABELS, preprocess_config_for(model), state_dict=model.state_dict())
+
+
+@pytest.fixture
+def card_dir(pristine_card: Path, tmp_path: Path) -> Path:
+    """A private copy of the pristine card folder (tests damage it)."""
+    dst = tmp_path / 'card'
+    shutil.copytree(pristine_card.parent, dst)
+    return dst
+
+
+def _card_data(card_dir: Path) -> dict:
+    return yaml.safe_load((card_dir / 'card.yaml').read_text())
+
+
+def _write_card(card_dir: Path, data: dict) -> None:
+    (card_dir / 'card.yaml').write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+
+
+def _flip_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _artefact(card_dir: Path, key: str) -> Path:
+    return card_dir / _card_data(card_dir)[key]
+
+
+# ------------------------------------------------------------------------------------- card level
+
+def test_pristine_card_loads_and_runs(card_dir: Path) -> None:
+    card = ModelCard.load(card_dir / 'card.yaml')
+    assert card.verified_onnx().is_file()
+    model = card.load_torch_model()
+    assert not model.training
+
+
+@pytest.mark.parametrize('damage', ['missing', 'truncated', 'tampered'])
+def test_damaged_weights_fail_at_card_load(card_dir: Path, damage: str) -> None:
+    weights = _artefact(card_dir, 'weights')
+    {'missing': Path.unlink, 'truncated': _truncate, 'tampered': _flip_byte}[damage](weights)
+    with pytest.raises(ModelFileError) as info:
+        ModelCard.load(card_dir / 'card.yaml')
+    text = str(info.value)
+    assert str(weights) in text
+    assert ('missing' in text) if damage == 'missing' else ('does not match its card' in text)
+
+
+@pytest.mark.parametrize('damage', ['missing', 'truncated', 'tampered'])
+def test_damaged_onnx_fails_verification(card_dir: Path, damage: str) -> None:
+    onnx_path = _artefact(card_dir, 'onnx')
+    {'missing': Path.unlink, 'truncated': _truncate, 'tampered': _flip_byte}[damage](onnx_path)
+    card = ModelCard.load(card_dir / 'card.yaml')          # weights are fine: the card itself loads
+    with pytest.raises(ModelFileError, match='model file missing' if damage == 'missing' else 'sha256'):
+        card.verified_onnx()
+    from av_snn_ros.backends.onnxruntime_backend import create
+    with pytest.raises(ModelFileError, match=str(onnx_path.name)):
+        create(card)
+
+
+def test_truncated_onnx_without_hash_is_refused_by_onnxruntime(card_dir: Path) -> None:
+    """Even a card that carries no ONNX hash cannot smuggle a broken graph past start-up."""
+    data = _card_data(card_dir)
+    data.pop('onnx_sha256')
+    _write_card(card_dir, data)
+    _truncate(card_dir / data['onnx'])
+    from av_snn_ros.backends.onnxruntime_backend import create
+    with pytest.raises(ModelFileError, match='onnxruntime cannot load'):
+        create(ModelCard.load(card_dir / 'card.yaml'))
+
+
+def test_card_hash_mismatch_names_both_hashes(card_dir: Path) -> None:
+    data = _card_data(card_dir)
+    data['weights_sha256'] = '0' * 64
+    _write_card(card_dir, data)
+    with pytest.raises(ModelFileError, match=r'sha256 [0-9a-f]{12}… != 000000000000…'):
+        ModelCard.load(card_dir / 'card.yaml')
+
+
+def test_truncated_weights_with_matching_hash_fail_to_load(card_dir: Path) -> None:
+    """A card rewritten to match a truncated file: the hash passes, torch's archive reader does not."""
+    weights = _artefact(card_dir, 'weights')
+    _truncate(weights)
+    data = _card_data(card_dir)
+    data['weights_sha256'] = sha256_file(weights)
+    _write_card(card_dir, data)
+    card = ModelCard.load(card_dir / 'card.yaml')
+    with pytest.raises(ModelFileError, match='cannot load weights'):
+        card.load_torch_model()
+
+
+class _Payload:
+    """An object whose unpickling would create a marker file (stands in for arbitrary code)."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_checkpoint_with_arbitrary_objects_is_refused(card_dir: Path, tmp_path: Path) -> None:
+    """An attacker who replaces the weights *and* the card hash still cannot run code: weights_only."""
+    weights = _artefact(card_dir, 'weights')
+    marker = tmp_path / 'payload-ran'
+    state = torch.load(weights, weights_only=True)
+    state['evil'] = _Payload(str(marker))
+    torch.save(state, weights)
+    data = _card_data(card_dir)
+    data['weights_sha256'] = sha256_file(weights)
+    _write_card(card_dir, data)
+    card = ModelCard.load(card_dir / 'card.yaml')           # the hash matches the new file
+    with pytest.raises(ModelFileError, match='cannot load weights'):
+        card.load_torch_model()
+    assert not marker.exists(), 'the pickled payload was executed'
+    # the payload is live: an unrestricted unpickler runs it (so the refusal above is what saved us)
+    torch.load(weights, weights_only=False)
+    assert marker.exists()
+
+
+def test_weights_for_another_model_are_refused(card_dir: Path) -> None:
+    data = _card_data(card_dir)
+    data['model_args'] = {'width': 0.5}                   # different channel counts than the weights
+    _write_card(card_dir, data)
+    with pytest.raises(ModelFileError, match='do not fit model'):
+        ModelCard.load(card_dir / 'card.yaml').load_torch_model()
+
+
+@pytest.mark.parametrize('edit', ['unknown_model', 'no_labels', 'bad_yaml', 'unknown_key'])
+def test_broken_card_is_a_clear_error(card_dir: Path, edit: str) -> None:
+    data = _card_data(card_dir)
+    if edit == 'bad_yaml':
+        (card_dir / 'card.yaml').write_text('name: [unclosed\n')
+    else:
+        if edit == 'unknown_model':
+            data['model'] = 'no_such_model'
+        elif edit == 'no_labels':
+            data['labels'] = []
+        else:
+            data['weigths'] = 'model.pt'
+        _write_card(card_dir, data)
+    expected = {'unknown_model': "unknown model 'no_such_model'", 'no_labels': 'labels must be a non-empty list',
+                'bad_yaml': 'cannot read model card', 'unknown_key': 'unknown model card key(s): weigths'}[edit]
+    from av_snn_ros.backends.torch_backend import create
+    with pytest.raises(ModelFileError) as info:
+        create(ModelCard.load(card_dir / 'card.yaml'))
+    assert expected in str(info.value)
+    assert 'card.yaml' in str(info.value)
+
+
+# ---------------------------------------------------------------------------------- engine cache
+
+def _engine_key(onnx_sha256: str):
+    from av_snn_ros.backends.engine_cache import EngineKey
+    return EngineKey(onnx_sha256=onnx_sha256, trt_version='10.0', gpu_name='test-gpu',
+                     compute_capability='8.7', precision='fp16')
+
+
+@pytest.mark.parametrize('damage', ['truncated', 'tampered', 'empty', 'no_sidecar'])
+def test_damaged_engine_is_rebuilt_not_loaded(tmp_path: Path, damage: str) -> None:
+    """A cached TensorRT engine that does not match its sidecar is a miss (rebuilt), never loaded."""
+    from av_snn_ros.backends.engine_cache import EngineCache, metadata_path
+    cache = EngineCache(tmp_path)
+    key = _engine_key('a' * 64)
+    built: list[int] = []
+
+    def builder() -> bytes:
+        built.append(1)
+        return b'serialized-engine-' * 64
+
+    first = cache.get_or_build(key, builder)
+    assert not first.hit and built == [1]
+    path = first.path
+    if damage == 'truncated':
+        _truncate(path)
+    elif damage == 'tampered':
+        _flip_byte(path)
+    elif damage == 'empty':
+        path.write_bytes(b'')
+    else:
+        metadata_path(path).unlink()
+    assert cache.lookup(key) is None
+    again = cache.get_or_build(key, builder)
+    assert not again.hit and built == [1, 1]
+    assert again.reason                                   # says why it rebuilt
+    assert cache.get_or_build(key, builder).hit           # and the rebuilt engine is then reused
+
+
+def test_tensorrt_pinned_without_gpu_is_a_clear_error(card_dir: Path) -> None:
+    from av_snn_ros.backends.base import BackendUnavailable, create_backend
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip('TensorRT is installed here; this checks the CPU-only message')
+    except ImportError:
+        pass
+    with pytest.raises(BackendUnavailable) as info:
+        create_backend('tensorrt', ModelCard.load(card_dir / 'card.yaml'))
+    assert 'tensorrt' in str(info.value).lower()

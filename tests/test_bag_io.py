@@ -104,6 +104,17 @@ def test_rgb_upscaled_frames_and_renamed_topics(tmp_path, samples):
     assert len(chunk.data) == 160 * 2                                     # 10 ms at 16 kHz, 16 bit
 
 
+def test_f32le_audio_is_lossless(tmp_path, samples):
+    rec = RecordingConfig(audio_encoding='F32LE')
+    out = tmp_path / 'f32_bag'
+    write_samples_bag(out, samples[:2], [str(d) for d in range(10)], rec, storage='sqlite3')
+    _, decoded, spans, _ = _read_all(out)
+    assert {msg.encoding for m, msg in decoded if m.topic == bag_io.AUDIO_TOPIC} == {'F32LE'}
+    for span, sample in zip(spans, samples):
+        got = _segment_audio(decoded, span.start_ns, len(sample.audio), rec.sample_rate)
+        np.testing.assert_array_equal(got, sample.audio)
+
+
 def test_float_to_s16_inverts_pcm_to_float():
     x = np.array([-1.0, -0.5, 0.0, 1e-5, 0.25, 0.999, 1.0, 1.5], dtype=np.float32)
     back = pcm_to_float(bag_io.float_to_s16(x).tobytes(), 'S16LE', 1)
@@ -118,7 +129,7 @@ def test_writer_rejects_bad_input(tmp_path):
         with pytest.raises(ValueError, match='does not match'):
             writer.write_image(0, np.zeros((4, 4, 3), np.uint8), encoding='mono8')
         with pytest.raises(TypeError, match='int16'):
-            writer.write_audio(0, np.zeros(8, np.float32), 16000)
+            writer.write_audio(0, np.zeros(8, np.float64), 16000)
         with pytest.raises(ValueError, match='empty label span'):
             writer.write_label(10, 10, 1, '1')
         writer.write_label(0, 10, 1, '1')

@@ -44,6 +44,8 @@ RECORDING_KEY = 'av_snn.recording'    # custom_data key: JSON dict describing ho
 # sensor_msgs/Image encodings this module writes/decodes -> channels
 IMAGE_ENCODINGS = {'mono8': 1, 'rgb8': 3, 'bgr8': 3}
 AUDIO_ENCODING_S16LE = 'S16LE'
+AUDIO_ENCODING_F32LE = 'F32LE'
+AUDIO_ENCODINGS = (AUDIO_ENCODING_S16LE, AUDIO_ENCODING_F32LE)
 _S16_SCALE = 32768.0                  # pcm_to_float divides S16 by this
 
 
@@ -158,16 +160,23 @@ class BagWriter:
 
     def write_audio(self, stamp: int, pcm: np.ndarray, sample_rate: int, channels: int = 1,
                     frame_id: str = 'microphone', topic: str = AUDIO_TOPIC) -> None:
-        """One ``AudioChunk`` of int16 PCM (interleaved when ``channels`` > 1); stamp = first sample."""
+        """One ``AudioChunk`` (interleaved when ``channels`` > 1); stamp = first sample.
+
+        ``pcm`` int16 is written as S16LE, float32 (in [-1, 1]) as F32LE.
+        """
         pcm = np.asarray(pcm)
-        if pcm.dtype != np.int16:
-            raise TypeError(f'pcm must be int16, got {pcm.dtype}')
+        if pcm.dtype == np.int16:
+            encoding, wire = AUDIO_ENCODING_S16LE, '<i2'
+        elif pcm.dtype == np.float32:
+            encoding, wire = AUDIO_ENCODING_F32LE, '<f4'
+        else:
+            raise TypeError(f'pcm must be int16 (S16LE) or float32 (F32LE), got {pcm.dtype}')
         if pcm.size % channels:
             raise ValueError(f'{pcm.size} samples is not a whole number of {channels}-channel frames')
         audio_cls = self.store.types[AUDIO_TYPE]
-        data = np.frombuffer(pcm.astype('<i2').tobytes(), dtype=np.uint8)
+        data = np.frombuffer(pcm.astype(wire).tobytes(), dtype=np.uint8)
         msg = audio_cls(header=self._header(stamp, frame_id), sample_rate=sample_rate, channels=channels,
-                        encoding=AUDIO_ENCODING_S16LE, data=data)
+                        encoding=encoding, data=data)
         self._write(topic, AUDIO_TYPE, stamp, msg)
 
     def write_label(self, span_start: int, span_end: int, class_id: int, label: str,

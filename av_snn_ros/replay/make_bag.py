@@ -6,9 +6,10 @@ classifier's windows covers each segment exactly:
 
 - ``/image`` ``sensor_msgs/Image`` at ``--fps`` from one continuous camera clock; every frame inside a
   segment shows that sample's image (optionally upscaled / converted to rgb8 as a camera would);
-- ``/audio`` ``av_snn_msgs/AudioChunk`` S16LE chunks of ``--chunk-ms`` from one continuous microphone
-  clock (stamp = first sample); the segment's samples are the data set's window audio (utterance
-  centred, zero padded), quantised to 16 bit;
+- ``/audio`` ``av_snn_msgs/AudioChunk`` chunks of ``--chunk-ms`` from one continuous microphone clock
+  (stamp = first sample); the segment's samples are the data set's window audio (utterance centred,
+  zero padded), quantised to 16 bit (S16LE, as microphones deliver) or kept exact (``--audio-encoding
+  F32LE``, for bit-exact comparisons with ``av-snn eval``);
 - ``/ground_truth`` ``av_snn_msgs/LabelStamped`` per segment (``span_start`` = segment start, stamp =
   segment end).
 
@@ -48,11 +49,14 @@ class RecordingConfig:
     chunk_ms: float = DEFAULT_CHUNK_MS
     image_size: int = MNIST_SIZE
     encoding: str = 'mono8'
+    audio_encoding: str = bag_io.AUDIO_ENCODING_S16LE   # S16LE as microphones deliver; F32LE is lossless
     start_s: int = DEFAULT_START_S
 
     def __post_init__(self) -> None:
         if self.encoding not in ('mono8', 'rgb8'):
             raise ValueError(f'encoding must be mono8 or rgb8, got {self.encoding!r}')
+        if self.audio_encoding not in bag_io.AUDIO_ENCODINGS:
+            raise ValueError(f'audio_encoding must be one of {bag_io.AUDIO_ENCODINGS}, got {self.audio_encoding!r}')
         if self.image_size < 1:
             raise ValueError(f'image_size must be positive, got {self.image_size}')
         if self.fps <= 0 or self.fps * self.window_s / self.timesteps < MIN_FRAMES_PER_STEP:
@@ -132,13 +136,14 @@ def write_samples_bag(out: str | Path, samples: Sequence, labels: Sequence[str],
     seg_ns, seg_n, t0 = rec.segment_ns, rec.segment_samples, rec.t0_ns
     window_n = int(round(rec.window_s * rec.sample_rate))
     n_segments = len(samples)
-    audio = np.zeros(n_segments * seg_n, dtype=np.int16)
+    lossless = rec.audio_encoding == bag_io.AUDIO_ENCODING_F32LE
+    audio = np.zeros(n_segments * seg_n, dtype=np.float32 if lossless else np.int16)
     records = []
     for i, s in enumerate(samples):
         clip = np.asarray(s.audio, dtype=np.float32)
         if clip.shape != (window_n,):
             raise ValueError(f'sample {i}: expected {window_n} audio samples (one window), got {clip.shape}')
-        audio[i * seg_n:i * seg_n + window_n] = bag_io.float_to_s16(clip)
+        audio[i * seg_n:i * seg_n + window_n] = clip if lossless else bag_io.float_to_s16(clip)
         records.append(SampleRecord(index=i, label=int(s.label), label_name=labels[int(s.label)],
                                     speaker=str(s.speaker), audio_file=str(s.audio_file),
                                     image_index=int(s.image_index), span_start_ns=t0 + i * seg_ns,
@@ -206,7 +211,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--fps', type=float, default=DEFAULT_FPS, help='camera frame rate')
     parser.add_argument('--chunk-ms', type=float, default=DEFAULT_CHUNK_MS, help='audio chunk length')
     parser.add_argument('--image-size', type=int, default=MNIST_SIZE, help='camera frame size in px')
-    parser.add_argument('--encoding', default='mono8', choices=('mono8', 'rgb8'))
+    parser.add_argument('--encoding', default='mono8', choices=('mono8', 'rgb8'), help='camera encoding')
+    parser.add_argument('--audio-encoding', default=bag_io.AUDIO_ENCODING_S16LE, choices=bag_io.AUDIO_ENCODINGS,
+                        help='S16LE (as a microphone) or F32LE (lossless: replay equals eval exactly)')
     parser.add_argument('--card', default=None,
                         help='model card whose preprocessing (sample rate, window) the bag follows '
                              '(default: the shipped default model)')
@@ -225,7 +232,7 @@ def main(args: argparse.Namespace) -> int:
     cfg, card = _preprocess_config(args.card)
     rec = RecordingConfig(sample_rate=cfg.sample_rate, window_s=cfg.window_s, timesteps=cfg.timesteps,
                           hop_s=args.hop_s, fps=args.fps, chunk_ms=args.chunk_ms, image_size=args.image_size,
-                          encoding=args.encoding)
+                          encoding=args.encoding, audio_encoding=args.audio_encoding)
     dataset = AVDigits(data_root, split=args.split, cfg=cfg, protocol=args.protocol, seed=args.seed,
                        speakers=args.speakers, num=args.num)
     samples = [dataset.raw(i) for i in range(len(dataset))]
@@ -238,5 +245,6 @@ def main(args: argparse.Namespace) -> int:
     size = sum(f.stat().st_size for f in Path(args.out).rglob('*') if f.is_file())
     print(f'wrote {args.out} ({args.storage}, {size / 1e6:.2f} MB): {len(records)} samples of speakers '
           f'{", ".join(dataset.speakers)} ({args.split}, {args.protocol}), {duration:.1f} s, '
-          f'{rec.fps:g} fps {rec.image_size}x{rec.image_size} {rec.encoding}, {rec.chunk_ms:g} ms audio chunks')
+          f'{rec.fps:g} fps {rec.image_size}x{rec.image_size} {rec.encoding}, {rec.chunk_ms:g} ms {rec.audio_encoding} '
+          'audio chunks')
     return 0

@@ -49,6 +49,10 @@ DEFAULT_STARTUP_TIMEOUT_S = 120.0     # first start loads torch and the model
 DEFAULT_DRAIN_TIMEOUT_S = 30.0        # wait for the last classifications after the last message
 DIAG_WAIT_S = 3.0                     # wait for a diagnostics report newer than the last message
 SHUTDOWN_TIMEOUT_S = 10.0
+PARAM_TIMEOUT_S = 10.0
+# Node parameters recorded in the report (the replay's lossless settings and the window grid).
+REPORTED_PARAMS = ('window.hop_s', 'qos.sensor.reliability', 'qos.sensor.depth', 'inference.queue_size',
+                   'backend.name', 'model.card', 'energy.enabled')
 POLL_S = 0.05                         # condition-variable wake-up for liveness checks
 LOG_TAIL_CHARS = 4000
 MAX_PLAYER_SLEEP_S = 0.25             # pacing sleeps in slices so a dead node is noticed
@@ -93,6 +97,7 @@ class Received:
     confidence: float
     flags: tuple[str, ...]
     received_ns: int
+    scores: tuple[float, ...] = ()
 
 
 def parse_remaps(items: list[str] | None) -> dict[str, str]:
@@ -177,7 +182,7 @@ class _Collector:
         now = time.monotonic_ns()
         item = Received(start_ns=bag_io.stamp_ns(msg.window_start), end_ns=bag_io.stamp_ns(msg.header.stamp),
                         class_id=int(msg.class_id), label=str(msg.label), confidence=float(msg.confidence),
-                        flags=tuple(msg.flags), received_ns=now)
+                        flags=tuple(msg.flags), received_ns=now, scores=tuple(float(x) for x in msg.scores))
         with self.cond:
             self.received.append(item)
             if self.newest_end_ns is None or item.end_ns > self.newest_end_ns:
@@ -334,6 +339,8 @@ def run_replay(opts: ReplayOptions, on_classification: Callable[[Received], None
 
             player = _Player(node, topic_map, topics, collector, opts, alive)
             _wait_ready(node, player, alive, opts.startup_timeout_s, log_file.name)
+            node_params = _get_node_params(node, REPORTED_PARAMS)
+            _warn_if_lossy(node_params, opts)
             if on_ready is not None:
                 on_ready()
             wall_start = time.monotonic()
@@ -348,8 +355,10 @@ def run_replay(opts: ReplayOptions, on_classification: Callable[[Received], None
             rclpy.try_shutdown(context=context)
             log_file.close()
 
-    return _report(opts, card, params_file, spans, samples, collector, player, wall_s, node_rc,
-                   log_file.name, topic_map)
+    report = _report(opts, card, params_file, spans, samples, collector, player, wall_s, node_rc,
+                     log_file.name, topic_map)
+    report['node_parameters'] = node_params
+    return report
 
 
 def _wait_ready(node, player: _Player, alive, timeout_s: float, log_path: str) -> None:
@@ -369,6 +378,46 @@ def _wait_ready(node, player: _Player, alive, timeout_s: float, log_path: str) -
             raise ReplayError(f'the classifier did not subscribe to {sorted(pubs)} within '
                               f'{timeout_s:.0f} s (not active?):\n{_tail(log_path)}')
         time.sleep(POLL_S)
+
+
+def _get_node_params(node, names: tuple[str, ...]) -> dict:
+    """Ask the classifier for its parameter values (``{}`` if the service does not answer)."""
+    from rcl_interfaces.srv import GetParameters
+    client = node.create_client(GetParameters, f'/{NODE_NAME}/get_parameters')
+    try:
+        if not client.wait_for_service(timeout_sec=PARAM_TIMEOUT_S):
+            return {}
+        done = threading.Event()
+        future = client.call_async(GetParameters.Request(names=list(names)))
+        future.add_done_callback(lambda _: done.set())
+        if not done.wait(PARAM_TIMEOUT_S) or future.result() is None:
+            return {}
+        return {n: _parameter_value(v) for n, v in zip(names, future.result().values)}
+    finally:
+        node.destroy_client(client)
+
+
+def _parameter_value(value):
+    """rcl_interfaces/ParameterValue -> Python value (None when unset)."""
+    from rcl_interfaces.msg import ParameterType
+    return {ParameterType.PARAMETER_BOOL: lambda v: v.bool_value,
+            ParameterType.PARAMETER_INTEGER: lambda v: v.integer_value,
+            ParameterType.PARAMETER_DOUBLE: lambda v: v.double_value,
+            ParameterType.PARAMETER_STRING: lambda v: v.string_value}.get(value.type, lambda v: None)(value)
+
+
+def _warn_if_lossy(params: dict, opts: ReplayOptions) -> None:
+    """Faster-than-real-time replay needs reliable sensor QoS and a deep inference queue."""
+    if opts.rate is not None and opts.rate <= 1.0:
+        return
+    lossy = []
+    if params.get('qos.sensor.reliability') == 'best_effort':
+        lossy.append('qos.sensor.reliability is best_effort')
+    if params.get('inference.queue_size') == 1:
+        lossy.append('inference.queue_size is 1 (newest wins)')
+    if lossy:
+        print(f'av-snn replay: warning: {"; ".join(lossy)}: fast replay may drop messages or windows '
+              '(use config/replay.yaml)', file=sys.stderr)
 
 
 def _drain(collector: _Collector, spans, last_stamp: int | None, timeout_s: float, alive) -> None:
@@ -469,7 +518,12 @@ def _report(opts, card, params_file, spans, samples, collector, player, wall_s, 
                                'message stamped before the window end (same monotonic clock)'),
         'windows_formed': counters.get('windows_formed'),
         'windows_dropped': counters.get('windows_dropped'),
-        'energy': {k: v for k, v in counters.items() if 'energy' in k or 'synop' in k.lower()} or None,
+        'windows_classified': counters.get('windows_classified'),
+        # the node's own inference time (its stamp_to_publish compares bag stamps with now(): not meaningful)
+        'node_inference_latency_s': {k[len('latency.inference_'):]: v for k, v in counters.items()
+                                     if k.startswith('latency.inference_')},
+        'backend': counters.get('backend'),
+        'energy': {k[len('energy.'):]: v for k, v in counters.items() if k.startswith('energy.')} or None,
         'node_diagnostics': diagnostics,
         'node_exit_code': node_rc,
         'node_log': log_path,
@@ -477,7 +531,8 @@ def _report(opts, card, params_file, spans, samples, collector, player, wall_s, 
         'classifications': [
             {'window_start_ns': p.start_ns, 'window_end_ns': p.end_ns, 'class_id': p.class_id,
              'label': p.label, 'confidence': p.confidence,
-             'latency_s': p.latency_s if p.latency_s == p.latency_s else None, 'flags': list(r.flags)}
+             'latency_s': p.latency_s if p.latency_s == p.latency_s else None, 'flags': list(r.flags),
+             'scores': list(r.scores)}
             for p, r in zip(predictions, collector.received)],
     }
 

@@ -47,7 +47,7 @@ DEFAULT_WARMUP_ITERATIONS = 2
 #: kept TensorRT error messages, appended to exceptions so a failure names its cause
 _MAX_LOGGED_ERRORS = 20
 #: first TensorRT major version where networks are always explicit-batch
-_TRT_IMPLICIT_EXPLICIT_BATCH = 10
+_TRT_ALWAYS_EXPLICIT_BATCH_MAJOR = 10
 
 
 # --------------------------------------------------------------------------------------------------
@@ -214,7 +214,7 @@ def _recent_errors(logger) -> str:
 # --------------------------------------------------------------------------------------------------
 
 def _network_flags(trt) -> int:
-    if trt_major(trt) >= _TRT_IMPLICIT_EXPLICIT_BATCH:
+    if trt_major(trt) >= _TRT_ALWAYS_EXPLICIT_BATCH_MAJOR:
         return 0          # EXPLICIT_BATCH is deprecated and ignored from 10.0
     return 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
 

@@ -142,3 +142,29 @@ def scaled_channels(channels: tuple[int, ...], width: float) -> tuple[int, ...]:
     if not width > 0:
         raise ValueError(f'width must be > 0, got {width}')
     return tuple(max(1, int(round(c * width))) for c in channels)
+
+
+def calibrate_batchnorm(model: nn.Module, batches, reset: bool = True) -> nn.Module:
+    """Set every BatchNorm's running statistics to the exact average over ``batches``.
+
+    ``batches`` yields ``(audio, visual)`` pairs. A fresh spiking network's BN statistics (mean 0,
+    variance 1) do not match its currents, so spikes die out after a few layers and every logit is 0;
+    calibrating makes a fresh model's outputs (and energy estimates) meaningful. Weights are untouched;
+    the model is left in eval mode.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        if reset:
+            m.reset_running_stats()
+        m.momentum = None                      # cumulative average over all calibration batches
+    model.train()
+    try:
+        with torch.no_grad():
+            for audio, visual in batches:
+                model(audio, visual)
+    finally:
+        for m, momentum in zip(norms, saved):
+            m.momentum = momentum
+        model.eval()
+    return model

@@ -7,6 +7,8 @@
 # env:   AV_SNN_TORCH_SPEC   torch requirement (default torch==2.13.0, the CPU build on this machine;
 #                            on a Jetson use NVIDIA's JetPack torch wheel instead)
 #        AV_SNN_SKIP_APT=1   never call apt-get
+#        AV_SNN_SYSTEM_SITE_PACKAGES=1  create the venv with --system-site-packages (Jetson: JetPack's
+#                            tensorrt bindings live in the system Python; see docs/jetson.md)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -32,7 +34,9 @@ fi
 
 if [ ! -x "$VENV/bin/python" ]; then
   log "creating $VENV"
-  python3 -m venv "$VENV"
+  venv_args=()
+  [ "${AV_SNN_SYSTEM_SITE_PACKAGES:-0}" = 1 ] && venv_args+=(--system-site-packages)
+  python3 -m venv "${venv_args[@]}" "$VENV"
 fi
 # shellcheck disable=SC1091
 . "$VENV/bin/activate"

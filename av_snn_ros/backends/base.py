@@ -107,9 +107,12 @@ def create_backend(name: str, card, **options) -> BackendChoice:
             backend = _factory(candidate)(card, **options)
         except (BackendUnavailable, ImportError, OSError, RuntimeError) as exc:
             skipped[candidate] = str(exc)
-            log.info('backend %s not used: %s', candidate, exc)
             continue
         backend.info.setdefault('fallback_from', dict(skipped))
+        if skipped:
+            # One line a robot engineer sees at start-up: what runs, and why the faster one does not.
+            log.warning('backend auto -> %s (skipped %s)', candidate,
+                        '; '.join(f'{k}: {v}' for k, v in skipped.items()))
         return BackendChoice(requested='auto', backend=backend, skipped=skipped)
     raise BackendUnavailable('no inference backend could be created: ' +
                              '; '.join(f'{k}: {v}' for k, v in skipped.items()))

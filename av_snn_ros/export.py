@@ -291,13 +291,13 @@ def main(args: argparse.Namespace) -> int:
     if not ok:
         return 1
     if args.engine:
+        from .backends.base import BackendUnavailable
         try:
             from .backends.tensorrt_backend import build_engine_from_card
-        except ImportError as exc:
-            print(f'error: cannot build a TensorRT engine: {exc} (TensorRT and a CUDA GPU are needed)')
+            engine = build_engine_from_card(card, out_dir=args.out)
+        except (ImportError, BackendUnavailable) as exc:
+            print(f'error: cannot build a TensorRT engine here: {exc}')
             return 1
-        try:
-            engine = build_engine_from_card(card)
         except Exception as exc:  # TensorRT raises its own types; report, do not trace back
             print(f'error: TensorRT engine build failed: {type(exc).__name__}: {exc}')
             return 1

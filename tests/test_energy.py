@@ -1,0 +1,93 @@
+"""Energy estimator: hand-computed layers with known firing rates, reuse per window, a real model."""
+import pytest
+import torch
+import torch.nn as nn
+
+from av_snn_ros.export import preprocess_config_for, real_window
+from av_snn_ros.models import calibrate_batchnorm, create_model
+from av_snn_ros.models.blocks import SeqConvBN
+from av_snn_ros.models.energy import E_AC_PJ, E_MAC_PJ, EnergyMeter, estimate_energy
+
+T, H, W = 2, 4, 4
+PJ_PER_MJ = 1e9
+
+
+class Toy(nn.Module):
+    """Real-valued first layer on audio, a conv on a spike map taken from visual, a linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = SeqConvBN(1, 4, kernel_size=3)
+        self.second = nn.Conv2d(2, 3, kernel_size=3, padding=1, bias=False)
+        self.head = nn.Linear(3 + 4, 2)
+
+    def forward(self, audio, visual):
+        x = self.first(audio)                                         # (T, B, 4, H, W), real-valued input
+        spikes = (visual > 0).to(visual.dtype)                        # known firing rate
+        y = self.second(spikes.flatten(0, 1)).unflatten(0, visual.shape[:2])
+        feats = torch.cat([x.mean((3, 4)), y.mean((3, 4))], dim=2)    # (T, B, 7), real-valued
+        logits = self.head(feats).mean(0)
+        return logits, logits, logits
+
+
+def _spike_input(batch: int, rate_quarters: int) -> torch.Tensor:
+    """(T, B, 2, H, W) with exactly ``rate_quarters / 4`` of the elements positive."""
+    flat = torch.full((T * batch * 2 * H * W // 4, 4), -1.0)
+    flat[:, :rate_quarters] = 1.0                 # the first k of every 4 consecutive elements
+    return flat.view(T, batch, 2, H, W)
+
+
+def _hand_energy_mj(rate: float) -> float:
+    first_macs = T * 4 * H * W * (1 * 3 * 3)         # output elements x (C_in x k x k), per sample
+    second_macs = T * 3 * H * W * (2 * 3 * 3)
+    head_macs = T * 2 * 7
+    return (first_macs * E_MAC_PJ + second_macs * rate * E_AC_PJ + head_macs * E_MAC_PJ) / PJ_PER_MJ
+
+
+@pytest.mark.parametrize('batch', [1, 3])
+def test_energy_of_layers_with_known_firing_rate_equals_hand_computation(batch):
+    model = Toy().eval()
+    audio = torch.randn(T, batch, 1, H, W)
+    report = estimate_energy(model, audio, _spike_input(batch, 1))
+    layers = {layer.name: layer for layer in report.per_layer}
+    assert set(layers) == {'first', 'second', 'head'}
+    assert layers['first'].kind == 'mac' and layers['head'].kind == 'mac'
+    assert layers['second'].kind == 'sop' and layers['second'].rate == pytest.approx(0.25)
+    assert layers['second'].flops == T * 3 * H * W * 18
+    assert report.total_mj == pytest.approx(_hand_energy_mj(0.25), rel=1e-12)
+    assert report.total_mj == pytest.approx(sum(layer.mj for layer in report.per_layer))
+
+
+def test_meter_is_reusable_and_only_rates_change_between_windows():
+    model = Toy().eval()
+    audio = torch.randn(T, 1, 1, H, W)
+    with EnergyMeter(model) as meter:
+        quarter = meter.measure(audio, _spike_input(1, 1))
+        with torch.no_grad():
+            model(audio, _spike_input(1, 3))          # the runtime's own forward pass
+        three_quarters = meter.report()
+    assert three_quarters.total_mj == pytest.approx(_hand_energy_mj(0.75), rel=1e-12)
+    assert [layer.flops for layer in quarter.per_layer] == [layer.flops for layer in three_quarters.per_layer]
+    assert not model._forward_pre_hooks and not model.second._forward_pre_hooks     # closed: hooks removed
+
+
+def test_report_needs_a_forward_pass():
+    with EnergyMeter(Toy()) as meter, pytest.raises(RuntimeError, match='forward pass'):
+        meter.report()
+
+
+def test_misnet_tiny_energy_on_a_real_window(data_root):
+    torch.manual_seed(0)
+    model = create_model('misnet_tiny')
+    pre = preprocess_config_for(model)
+    audio, visual = (torch.from_numpy(x) for x in real_window(pre, data_root, batch=10))
+    calibrate_batchnorm(model, [(audio, visual)])
+    report = estimate_energy(model, audio[:, :1], visual[:, :1])
+    layers = {layer.name: layer for layer in report.per_layer}
+    first = layers['stages.0.spike_gen.audio.conv_bn']
+    assert first.kind == 'mac' and layers['stages.0.spike_gen.visual.conv_bn'].kind == 'mac'
+    assert first.flops == pre.timesteps * 16 * 32 * 32 * 9 and first.mj == pytest.approx(first.flops * E_MAC_PJ / PJ_PER_MJ)
+    sew = [layer for name, layer in layers.items() if '.sew.' in name]
+    assert sew and all(layer.kind == 'sop' and 0.0 <= layer.rate <= 1.0 for layer in sew)
+    assert any(layer.rate > 0 for layer in sew)
+    assert 0 < report.total_mj == pytest.approx(report.mac_mj + report.sop_mj)

@@ -59,10 +59,11 @@ class NoisyProtocol:
     image: ImageCorruption
 
 
-# Calibrated so that neither modality alone is easy while the pair stays informative (docs/data.md).
+# Calibrated so that neither modality alone is easy while the pair stays informative: speaker-held-out
+# proxy CNN accuracies audio 55 %, image 79 %, late fusion 90 % (clean: 84 %, 99 %, 99.8 %); docs/data.md.
 PROTOCOLS: dict[str, NoisyProtocol | None] = {
     'clean': None,
-    'noisy': NoisyProtocol(audio=AudioCorruption(snr_db=-5.0),
+    'noisy': NoisyProtocol(audio=AudioCorruption(snr_db=0.0),
                            image=ImageCorruption(noise_std=60.0, patches=2, patch_frac=(0.3, 0.5))),
 }
 

@@ -22,7 +22,7 @@ from torch import nn
 
 from av_snn_ros.preprocessing import PreprocessConfig, audio_steps, image_steps
 
-from .av_digits import NUM_CLASSES, PROTOCOLS, AVDigits, NoisyProtocol, load_mnist
+from .av_digits import NUM_CLASSES, PROTOCOLS, AVDigits, NoisyProtocol, load_mnist, scan_recordings
 from .corruptions import AudioCorruption, ImageCorruption, corrupt_image
 
 EPOCHS = 20
@@ -80,28 +80,39 @@ def _image_features(images: np.ndarray, params: ImageCorruption | None, cfg: Pre
 
 
 def calibrate(data_root: str, protocol: NoisyProtocol | None, train_seeds: int, image_train: int,
-              model_seed: int = 0) -> dict:
-    """Speaker-held-out proxy accuracies (audio alone, image alone, late fusion) for one protocol."""
+              model_seed: int = 0, test_speakers: list[str] | None = None) -> dict:
+    """Speaker-held-out proxy accuracies (audio alone, image alone, late fusion) for one protocol.
+
+    ``image_train=0`` skips the image proxy (audio only, e.g. for leave-one-speaker-out runs).
+    """
     cfg = PreprocessConfig()
+    train_speakers = None
+    if test_speakers:
+        found = {r.speaker for r in scan_recordings(data_root)}
+        train_speakers = sorted(found - set(test_speakers))
     xs, ys = [], []
     for s in range(train_seeds):    # each seed redraws the corruptions: noise augmentation
-        ds = AVDigits(data_root, 'train', cfg, seed=s)
+        ds = AVDigits(data_root, 'train', cfg, seed=s, speakers=train_speakers)
         ds.corruption = protocol
         x, y = _audio_features(ds)
         xs.append(x)
         ys.append(y)
     audio_model = _fit(np.concatenate(xs), np.concatenate(ys), model_seed)
 
+    test = AVDigits(data_root, 'test', cfg, seed=0, speakers=test_speakers)
+    test.corruption = protocol
+    xa, y = _audio_features(test)
+    la = _log_probs(audio_model, xa)
+    if image_train == 0:
+        return {'test_speakers': list(test.speakers), 'n_test': len(test), 'audio': float(np.mean(la.argmax(1) == y))}
+
     mnist = load_mnist(data_root)
     pick = np.random.default_rng(model_seed).permutation(len(mnist['x_train']))[:image_train]
     xi = _image_features(mnist['x_train'][pick], protocol.image if protocol else None, cfg, 1000 + model_seed)
     image_model = _fit(xi, mnist['y_train'][pick].astype(np.int64), model_seed)
 
-    test = AVDigits(data_root, 'test', cfg, seed=0)
-    test.corruption = protocol
-    xa, y = _audio_features(test)
     xv = np.stack([image_steps([test.raw(i).image] * cfg.timesteps, cfg)[0] for i in range(len(test))])
-    la, lv = _log_probs(audio_model, xa), _log_probs(image_model, xv.astype(np.float32))
+    lv = _log_probs(image_model, xv.astype(np.float32))
     acc = {name: float(np.mean(lp.argmax(1) == y)) for name, lp in
            (('audio', la), ('image', lv), ('fusion', la + lv))}
     return {'test_speakers': list(test.speakers), 'n_test': len(test), **acc}
@@ -117,6 +128,7 @@ def main() -> None:
     parser.add_argument('--train-seeds', type=int, default=3)
     parser.add_argument('--image-train', type=int, default=10000)
     parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--test-speakers', nargs='*', help='held-out speakers (default: the data set default)')
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     base = PROTOCOLS[args.protocol]
@@ -129,7 +141,8 @@ def main() -> None:
                                                        if v is not None})
             protocol = NoisyProtocol(audio, image)
         t0 = time.time()
-        result = calibrate(args.data_root, protocol, args.train_seeds, args.image_train)
+        result = calibrate(args.data_root, protocol, args.train_seeds, args.image_train,
+                           test_speakers=args.test_speakers)
         result['protocol'] = dataclasses.asdict(protocol) if protocol else 'clean'
         result['seconds'] = round(time.time() - t0, 1)
         print(json.dumps(result), flush=True)

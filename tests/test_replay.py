@@ -96,3 +96,130 @@ def test_topic_check_explains_missing_inputs():
     assert mapping == {'/camera/image_raw': '/image', '/mic/audio': '/audio'}
     with pytest.raises(ReplayError, match='does not have'):
         _check_topics(topics, {'/nope': '/image'})
+
+
+# ------------------------------------------------------------------- through the real node graph
+
+PARITY_SAMPLES = 20
+PARITY_SEED = 0
+SCORE_ATOL = 1e-4          # lossless (F32LE) bag: the node's softmax equals eval's to float precision
+
+
+@pytest.fixture(scope='module')
+def card(tmp_path_factory, data_root):
+    """The shipped default model if present, else an untrained (BN-calibrated) card."""
+    from av_snn_ros.paths import default_model_card
+    default = default_model_card()
+    if default.is_file():
+        return default
+    from runtime_helpers import make_card
+    return make_card(tmp_path_factory)
+
+
+@pytest.fixture(scope='module')
+def replay_params():
+    from av_snn_ros.paths import config_dir
+    path = config_dir() / 'replay.yaml'
+    if not path.is_file():
+        pytest.skip(f'{path} not found')
+    return path
+
+
+def _held_out_samples(data_root, cfg, num):
+    from av_snn_training.data.av_digits import LABELS, AVDigits
+    ds = AVDigits(data_root, split='test', cfg=cfg, seed=PARITY_SEED, num=num)
+    return [ds.raw(i) for i in range(len(ds))], list(LABELS)
+
+
+def _expected_windows(report, n_segments):
+    hop = report['node_parameters']['window.hop_s']
+    return int(round((n_segments - 1) / hop)) + 1          # 1 s segments back to back, W = 1 s
+
+
+def test_replay_with_remapped_topics(tmp_path, data_root, card, replay_params):
+    from av_snn_ros.model_card import ModelCard
+    from av_snn_ros.replay.make_bag import RecordingConfig, write_samples_bag
+    from av_snn_ros.replay.replay import ReplayOptions, run_replay
+    cfg = ModelCard.load(card).preprocessing
+    samples, labels = _held_out_samples(data_root, cfg, 3)
+    bag = tmp_path / 'robot_bag'
+    write_samples_bag(bag, samples, labels, RecordingConfig(sample_rate=cfg.sample_rate, window_s=cfg.window_s,
+                                                            timesteps=cfg.timesteps, encoding='rgb8',
+                                                            image_size=56),
+                      topics={'image': '/camera/image_raw', 'audio': '/mic/audio'})
+    with pytest.raises(ReplayError, match='--remap'):
+        run_replay(ReplayOptions(bag=bag, card=card, params_file=replay_params, rate=None))
+    report = run_replay(ReplayOptions(bag=bag, card=card, params_file=replay_params, rate=None,
+                                      remaps=parse_remaps(['/camera/image_raw:=/image', '/mic/audio:=/audio'])))
+    assert report['topics'] == {'/camera/image_raw': '/image', '/mic/audio': '/audio',
+                                '/ground_truth': '/ground_truth'}
+    assert report['num_spans'] == 3 and report['missed'] == 0
+    for m, sample in zip(report['matches'], samples):
+        assert (m['window_start_ns'], m['window_end_ns']) == (m['span_start_ns'], m['span_end_ns'])
+        assert m['true'] == sample.label and m['audio_file'] == sample.audio_file
+    assert report['classifications_received'] == _expected_windows(report, 3)
+    assert report['windows_dropped'] == 0 and report['windows_formed'] == report['classifications_received']
+    assert all(c['latency_s'] > 0 for c in report['classifications'])
+    assert report['node_exit_code'] == 0
+
+
+def test_replay_matches_eval_on_held_out_speakers(tmp_path, data_root, card, replay_params):
+    """PARITY: `av-snn replay` of a bag of held-out speakers classifies exactly like `av-snn eval` on the
+    same samples (lossless F32LE audio: the node's scores equal eval's softmax to float precision)."""
+    from av_snn_ros import cli
+    bag, replay_json, eval_json = tmp_path / 'held_out_bag', tmp_path / 'replay.json', tmp_path / 'eval.json'
+    common = ['--data-root', str(data_root), '--card', str(card), '--num', str(PARITY_SAMPLES),
+              '--seed', str(PARITY_SEED)]
+    assert cli.main(['make-bag', '--out', str(bag), '--audio-encoding', 'F32LE', *common]) == 0
+    assert cli.main(['replay', str(bag), '--json', str(replay_json), '--as-fast-as-possible', '--card', str(card),
+                     '--params-file', str(replay_params), '--plots', str(tmp_path / 'plots')]) == 0
+    assert cli.main(['eval', '--json', str(eval_json), *common]) == 0
+    report, evaluated = json.loads(replay_json.read_text()), json.loads(eval_json.read_text())
+
+    assert (tmp_path / 'plots' / 'confusion_matrix.png').stat().st_size > 0
+    assert (tmp_path / 'plots' / 'latency_histogram.png').stat().st_size > 0
+    assert report['windows_dropped'] == 0 and report['missed'] == 0
+    assert report['classifications_received'] == _expected_windows(report, PARITY_SAMPLES)
+    scores = {c['window_start_ns']: np.array(c['scores']) for c in report['classifications']}
+    for m, e in zip(report['matches'], evaluated['samples'], strict=True):
+        assert (m['audio_file'], m['image_index'], m['true']) == (e['audio_file'], e['image_index'], e['label'])
+        logits = np.array(e['logits'], dtype=np.float64)
+        softmax = np.exp(logits - logits.max())
+        np.testing.assert_allclose(scores[m['window_start_ns']], softmax / softmax.sum(), atol=SCORE_ATOL)
+        assert m['predicted'] == e['prediction']
+    assert abs(report['accuracy'] - evaluated['metrics']['accuracy']) <= 0.01
+
+
+# ------------------------------------------------------------------------------------------ demo
+
+def test_demo_bag_is_small_real_and_held_out():
+    from av_snn_ros.replay import bag_io
+    from av_snn_ros.replay.demo import demo_bag_path
+    from av_snn_training.data.av_digits import DEFAULT_TEST_SPEAKERS
+    path = demo_bag_path()
+    assert (path / 'ATTRIBUTION.md').is_file()
+    assert sum(f.stat().st_size for f in path.iterdir()) < 5_000_000
+    with bag_io.BagReader(path) as reader:
+        spans = reader.ground_truth()
+        samples = reader.custom_data[bag_io.SAMPLES_KEY]
+        recording = reader.custom_data[bag_io.RECORDING_KEY]
+    assert 20 <= len(spans) <= 30 and {s.class_id for s in spans} == set(range(10))
+    assert {s['speaker'] for s in samples} <= set(DEFAULT_TEST_SPEAKERS)        # never seen in training
+    assert recording['split'] == 'test'
+    assert [s['label'] for s in samples] == [s.class_id for s in spans]
+
+
+def test_demo_prints_each_classification_with_truth(card, replay_params, capsys):
+    from av_snn_ros import cli
+    from av_snn_ros.replay import bag_io
+    from av_snn_ros.replay.demo import demo_bag_path
+    assert cli.main(['demo', '--fast', '--card', str(card)]) == 0
+    out = capsys.readouterr().out
+    with bag_io.BagReader(demo_bag_path()) as reader:
+        spans = reader.ground_truth()
+    lines = [line for line in out.splitlines() if 'predicted' in line]
+    scored = [line for line in lines if not line.rstrip().endswith('truth   -')]
+    assert len(scored) == len(spans)                       # one aligned window per utterance
+    assert [line.split('truth')[1].split()[0] for line in scored] == [s.label for s in spans]
+    assert all('%' in line for line in lines)              # confidence printed
+    assert 'accuracy' in out and 'latency p50' in out and 'dropped 0' in out

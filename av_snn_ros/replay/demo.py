@@ -26,7 +26,7 @@ def demo_bag_path() -> Path:
 class _Printer:
     """Prints classifications as they arrive, with the ground truth of the span they cover."""
 
-    def __init__(self, spans: list[bag_io.LabelSpan], t0_ns: int, stream=sys.stdout) -> None:
+    def __init__(self, spans: list[bag_io.LabelSpan], t0_ns: int, stream=None) -> None:
         self.spans, self.t0_ns, self.stream = spans, t0_ns, stream
 
     def truth(self, item: Received) -> str:
@@ -44,15 +44,18 @@ class _Printer:
         window = (item.end_ns - item.start_ns) / bag_io.NS_PER_S
         flags = f"  [{', '.join(item.flags)}]" if item.flags else ''
         print(f'  t={t:6.2f}s +{window:.2f}s  predicted {item.label:>3} ({item.confidence:5.1%})  '
-              f'truth {truth:>3}{mark}{flags}', file=self.stream, flush=True)
+              f'truth {truth:>3}{mark}{flags}', file=self.stream or sys.stdout, flush=True)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--bag', type=Path, default=None, help='bag to replay (default: the bundled demo bag)')
     parser.add_argument('--card', type=Path, default=None, help='model card (default: the shipped default)')
     parser.add_argument('--backend', default=None, help='backend.name (default: the params file\'s)')
-    parser.add_argument('--rate', type=float, default=None,
-                        help='bag time x rate; default: as fast as the classifier keeps up')
+    pace = parser.add_mutually_exclusive_group()
+    pace.add_argument('--rate', type=float, default=1.0,
+                      help='bag time x rate (default 1.0: real time, as on a robot; latency is meaningful)')
+    pace.add_argument('--fast', action='store_true',
+                      help='as fast as the classifier keeps up (latency then includes queueing)')
     parser.add_argument('--json', type=Path, default=None, help='also write the replay report here')
 
 
@@ -60,9 +63,11 @@ def main(args: argparse.Namespace) -> int:
     bag = args.bag or demo_bag_path()
     try:
         with bag_io.BagReader(bag) as reader:
-            spans, t0 = reader.ground_truth(), reader.start_ns
-        opts = ReplayOptions(bag=bag, rate=args.rate, card=args.card, backend=args.backend)
-        print(f'av-snn demo: replaying {bag} ({len(spans)} labelled utterances) through the classifier node',
+            spans, t0, reader_end = reader.ground_truth(), reader.start_ns, reader.end_ns
+        opts = ReplayOptions(bag=bag, rate=None if args.fast else args.rate, card=args.card, backend=args.backend)
+        print(f'av-snn demo: replaying {bag} ({len(spans)} labelled utterances, '
+              f'{(reader_end - t0) / bag_io.NS_PER_S:.0f} s) through the classifier node', flush=True)
+        print("(one window per hop; truth '-' = the window straddles two utterances and is not scored)",
               flush=True)
         report = run_replay(opts, on_classification=_Printer(spans, t0),
                             on_ready=lambda: print('classifier active; playing', flush=True))

@@ -60,6 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from ..model_card import ModelFileError
     bag = args.bag or demo_bag_path()
     try:
         with bag_io.BagReader(bag) as reader:
@@ -71,7 +72,7 @@ def main(args: argparse.Namespace) -> int:
               flush=True)
         report = run_replay(opts, on_classification=_Printer(spans, t0),
                             on_ready=lambda: print('classifier active; playing', flush=True))
-    except (ReplayError, ValueError, FileNotFoundError) as exc:
+    except (ReplayError, ModelFileError, ValueError, FileNotFoundError) as exc:
         print(f'av-snn demo: {exc}', file=sys.stderr)
         return 1
     write_outputs(report, args.json, None)

@@ -145,10 +145,14 @@ def _describe(topics: dict[str, str]) -> str:
     return ', '.join(f'{t} ({m})' for t, m in sorted(topics.items())) or '(none)'
 
 
-def _node_command(opts: ReplayOptions, card: Path, params_file: Path) -> list[str]:
-    """The classifier node as its own process, running the same code as this process."""
+def _node_command(opts: ReplayOptions, card: Path, params_file: Path, compressed: bool) -> list[str]:
+    """The classifier node as its own process, running the same code as this process.
+
+    Besides the params file it gets what the replay itself decides: start at once, the scored card, and
+    raw or compressed image input as the bag holds.
+    """
     args = ['--ros-args', '--params-file', str(params_file), '-p', 'autostart:=true',
-            '-p', f'model.card:={card}']
+            '-p', f'model.card:={card}', '-p', f'input.compressed:={str(compressed).lower()}']
     if opts.backend:
         args += ['-p', f'backend.name:={opts.backend}']
     code = 'import sys; from av_snn_ros.ros.classifier_node import main; sys.exit(main())'
@@ -329,7 +333,8 @@ def run_replay(opts: ReplayOptions, on_classification: Callable[[Received], None
             spinner = threading.Thread(target=executor.spin, name='replay-executor', daemon=True)
             spinner.start()
 
-            process = subprocess.Popen(_node_command(opts, card_path, params_file), env=_node_env(opts),
+            compressed = bag_io.IMAGE_TOPIC not in topic_map.values()
+            process = subprocess.Popen(_node_command(opts, card_path, params_file, compressed), env=_node_env(opts),
                                        stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
             def alive() -> None:
@@ -613,10 +618,11 @@ def summary(report: dict) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
+    from ..model_card import ModelFileError
     try:
         opts = options_from_args(args)
         report = run_replay(opts)
-    except (ReplayError, ValueError, FileNotFoundError) as exc:
+    except (ReplayError, ModelFileError, ValueError, FileNotFoundError) as exc:
         print(f'av-snn replay: {exc}', file=sys.stderr)
         return 1
     write_outputs(report, args.json, args.plots)

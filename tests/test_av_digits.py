@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+import struct
 import wave
 
 import numpy as np
@@ -246,6 +247,16 @@ def test_wav_reader_formats(tmp_path):
     audio, rate = read_wav(tmp_path / 'f32.wav')
     assert rate == 22050
     np.testing.assert_array_equal(audio, tone)
+    # WAVE_FORMAT_EXTENSIBLE 24-bit stereo (common in UrbanSound8K; Python 3.11's wave refuses it)
+    ints = np.clip(np.rint(tone * 2 ** 23), -2 ** 23, 2 ** 23 - 1).astype(np.int64)
+    pcm = b''.join(int(v).to_bytes(3, 'little', signed=True) for v in np.repeat(ints, 2))
+    pcm_guid = bytes.fromhex('0100000000001000800000aa00389b71')
+    fmt = struct.pack('<HHIIHHHHI', 0xFFFE, 2, 44100, 44100 * 6, 6, 24, 22, 24, 0b11) + pcm_guid
+    riff = b'WAVE' + b'fmt ' + struct.pack('<I', len(fmt)) + fmt + b'data' + struct.pack('<I', len(pcm)) + pcm
+    (tmp_path / 'ext24.wav').write_bytes(b'RIFF' + struct.pack('<I', len(riff)) + riff)
+    audio, rate = read_wav(tmp_path / 'ext24.wav')
+    assert rate == 44100
+    np.testing.assert_allclose(audio, tone, atol=2.0 ** -22)
     data = (tmp_path / 's16.wav').read_bytes()
     (tmp_path / 'cut.wav').write_bytes(data[:len(data) // 2])
     with pytest.raises(ValueError, match='cut.wav.*truncated'):

@@ -153,6 +153,13 @@ def test_noisy_protocol_is_reproducible_per_sample(data_root):
         ro = other_seed.raw(j)
         assert ro.label == ra.label and not np.array_equal(ro.audio, ra.audio)
     assert [r.path.name for r in a.recordings] != [r.path.name for r in other_seed.recordings[:3]]
+    # training epochs redraw the noise (augmentation); epoch 0 is the fixed evaluation protocol
+    first = a.raw(0)
+    a.set_epoch(2)
+    redrawn = a.raw(0)
+    assert redrawn.image_index == first.image_index and not np.array_equal(redrawn.audio, first.audio)
+    a.set_epoch(0)
+    np.testing.assert_array_equal(a.raw(0).image, first.image)
 
 
 def _copy_subset(data_root, dest, mnist, rename: dict[str, str], per_digit: int = 2) -> None:

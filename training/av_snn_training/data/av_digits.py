@@ -194,6 +194,7 @@ class AVDigits(torch.utils.data.Dataset):
         self.data_root = Path(data_root)
         self.split, self.cfg, self.protocol, self.seed = split, cfg, protocol, int(seed)
         self.corruption = PROTOCOLS[protocol]
+        self.epoch = 0
 
         recordings = scan_recordings(self.data_root)
         found = sorted({r.speaker for r in recordings})
@@ -263,6 +264,16 @@ class AVDigits(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.recordings)
 
+    def set_epoch(self, epoch: int) -> None:
+        """Redraw the ``noisy`` corruptions for training epoch ``epoch`` (noise augmentation).
+
+        Epoch 0 (the default) is the documented, fixed protocol used for evaluation and bags; other epochs
+        draw other noise, deterministically in ``(seed, epoch, file)``. No effect under ``clean``.
+        """
+        if not isinstance(epoch, (int, np.integer)) or epoch < 0:
+            raise ValueError(f'epoch must be a non-negative integer, got {epoch!r}')
+        self.epoch = int(epoch)
+
     @property
     def labels(self) -> list[int]:
         """Class of every sample, in dataset order (for stratified samplers and metrics)."""
@@ -284,13 +295,14 @@ class AVDigits(torch.utils.data.Dataset):
         audio = fit_length(utterance, n)                      # centred; long recordings cropped centred
         image = self._images[image_index]
         if self.corruption is not None:
-            key = _file_key(rec.path.name)   # keyed by file, so a sample's corruption survives num/reorder
+            # keyed by file, so a sample's corruption survives num/reorder; epoch 0 keeps the plain key
+            key = [_file_key(rec.path.name)] + ([self.epoch] if self.epoch else [])
             start = max(0, (len(utterance) - n) // 2)
             power = signal_power(utterance[start:start + n])   # the part of the utterance inside the window
             audio, _ = corrupt_audio(audio, power, self.corruption.audio, self.cfg.sample_rate,
-                                     np.random.default_rng([self.seed, _STREAM_AUDIO, key]))
+                                     np.random.default_rng([self.seed, _STREAM_AUDIO, *key]))
             image = corrupt_image(image, self.corruption.image,
-                                  np.random.default_rng([self.seed, _STREAM_IMAGE, key]))
+                                  np.random.default_rng([self.seed, _STREAM_IMAGE, *key]))
         else:
             image = image.copy()
         return RawSample(audio=audio, image=image, label=rec.digit, speaker=rec.speaker,

@@ -97,6 +97,8 @@ class SeqConvBN(SeqModule):
         else:
             weight, bias = self._fused_params()
             y = self.conv._conv_forward(x, weight, bias)
+        if y.dim() == 4 and not y.is_contiguous(memory_format=torch.channels_last):
+            y = y.contiguous(memory_format=torch.channels_last)     # 1-channel inputs come out NCHW
         return y.unflatten(0, x_seq.shape[:2])
 
     def train(self, mode: bool = True) -> 'SeqConvBN':

@@ -169,23 +169,23 @@ class LIFNode(BaseNode):
         drive = x_seq if scale != 1.0 else self.drive(x_seq)
         threshold = self.v_threshold * scale
         reset = None if self.v_reset is None else self.v_reset * scale
-        if not isinstance(v, float):
-            v = v * scale
         out = torch.empty_like(x_seq)
+        mem = None                                      # one membrane buffer, updated in place
         for d, o in zip(drive.unbind(0), out.unbind(0)):
-            if isinstance(v, float):
-                v = d if v == 0.0 else d + self.decay * v
-                owned = v is not d                      # d may be the caller's tensor: never in place
-            else:
-                v = torch.add(d, v, alpha=self.decay)
-                owned = True
-            torch.ge(v, threshold, out=o)               # spikes as 0./1. straight into the output
+            if mem is not None:
+                torch.add(d, mem, alpha=self.decay, out=mem)
+            elif isinstance(v, float):                  # first charge from the reset value
+                mem = d.clone() if v == 0.0 else d + self.decay * (v * scale)
+            else:                                       # carried state (single-window use resets it)
+                mem = torch.add(d, v * scale, alpha=self.decay)
+            torch.ge(mem, threshold, out=o)             # spikes as 0./1. straight into the output
             if reset is None:
-                v = v.sub_(o, alpha=threshold) if owned else torch.sub(v, o, alpha=threshold)
+                mem.sub_(o, alpha=threshold)
             elif reset == 0.0:                          # U - U*S: exactly 0 where S = 1
-                v = v.addcmul_(v, o, value=-1.0) if owned else torch.addcmul(v, v, o, value=-1.0)
+                mem.addcmul_(mem, o, value=-1.0)
             else:
-                v = v.masked_fill_(o.bool(), reset) if owned else v.masked_fill(o.bool(), reset)
+                mem.masked_fill_(o.bool(), reset)
+        v = mem
         self._memories['v'] = v / scale if scale != 1.0 else v
         return out
 

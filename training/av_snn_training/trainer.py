@@ -291,7 +291,9 @@ def train_one_epoch(step_module: torch.nn.Module, loader: DataLoader, optimizer:
             # DDP: only the last micro-batch all-reduces gradients.
             sync = contextlib.nullcontext() if (j == accum - 1 or not ctx.distributed) else step_module.no_sync()
             with sync:
-                out = step_module(audio[:, j::accum], visual[:, j::accum])          # (T, B/A, ...)
+                # contiguous: a strided view can make oneDNN pick another conv kernel, and rounding
+                # differences flip spikes (accumulation must match DDP's contiguous per-rank batches)
+                out = step_module(audio[:, j::accum].contiguous(), visual[:, j::accum].contiguous())  # (T, B/A, ...)
                 target = label[j::accum]
                 loss, _ = loss_fn(out, target)
                 (loss / accum).backward()

@@ -48,6 +48,8 @@ CALIBRATION_PASSES = 3           # BN statistics passes for an untrained registr
 SCMRL_REFERENCE_MS = 160.0
 SCMRL_FAMILY = 'scmrl'
 SPEEDUP_TARGET = 3.0             # optimised backend vs eager torch; S-CMRL vs its reference
+NODE_FALLBACK_MODEL = 'misnet_tiny'   # the default model's architecture, when no card is shipped yet
+NODE_FALLBACK_SIZE = 32
 EAGER = 'torch_eager'
 COMPILED = 'torch_compile'
 ORT = 'onnxruntime'
@@ -319,7 +321,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--no-node', action='store_true',
                         help='skip the end-to-end node replay')
     parser.add_argument('--node-seconds', type=float, default=None,
-                        help='seconds of sensor data for --node (default 30, --quick 8)')
+                        help=f'seconds of real-time sensor data for the node replay (default {NODE_SECONDS:g}, '
+                             f'--quick {QUICK_NODE_SECONDS:g})')
+    parser.add_argument('--node-backend', default='auto',
+                        help='backend of the node replay (default auto: what a robot gets)')
     parser.add_argument('--data-root', type=Path, default=None,
                         help='AV digits data (fsdd/, mnist/) for real inputs (default: beside the checkout)')
     parser.add_argument('--quick', action='store_true', help='short timing budget (a smoke run, not a result)')
@@ -369,12 +374,38 @@ def run(args: argparse.Namespace) -> dict:
             target = make()
             print(f'av-snn bench: {target.label} ...', file=sys.stderr, flush=True)
             models.append(bench_target(target, args.threads, args.compile, args.quick, peak))
-    report['models'] = models
-    report['skipped'] = skipped
+        report['models'] = models
+        report['skipped'] = skipped
+        if not args.no_node:
+            report['node'] = _node_section(args, data_root, Path(tmp), models)
     gemm_end = profiling.measure_gemm_gflops()
     report['gemm_end'] = gemm_end
     report['machine']['loadavg_end'] = list(os.getloadavg())
     return report
+
+
+def _node_section(args: argparse.Namespace, data_root: Path | None, workdir: Path, models: list[dict]) -> dict:
+    """The node replay of the card model (or, without a card, of a MISNet-tiny card written here)."""
+    from .paths import default_model_card
+    if data_root is None:
+        return {'skipped': 'no AV digits data (--data-root) to replay'}
+    card = next((Path(m['card']) for m in models if m['source'] == 'card'), None)
+    if card is None and not args.no_card:
+        candidate = args.card or default_model_card()
+        card = Path(candidate) if Path(candidate).exists() else None
+    note = None
+    if card is None:
+        target = registry_target(NODE_FALLBACK_MODEL, NODE_FALLBACK_SIZE, DEFAULT_TIMESTEPS, 1, data_root,
+                                 workdir / 'node_card')
+        card = Path(target.card.path)
+        note = (f'no shipped default model: an untrained BN-calibrated {NODE_FALLBACK_MODEL} card at '
+                f'{NODE_FALLBACK_SIZE}x{NODE_FALLBACK_SIZE} stands in (same pipeline cost, meaningless accuracy)')
+    seconds = args.node_seconds or (QUICK_NODE_SECONDS if args.quick else NODE_SECONDS)
+    print(f'av-snn bench: node replay of {card} for {seconds:g} s at real time ...', file=sys.stderr, flush=True)
+    section = bench_node(card, args.node_backend, args.threads, seconds, data_root, workdir)
+    if note:
+        section['note'] = note
+    return section
 
 
 def summary(report: dict) -> str:
@@ -419,8 +450,207 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------- node
+
+NODE_FPS = 30.0                   # camera rate of the real-time replay
+NODE_CHUNK_MS = 20.0              # microphone chunk length (16 kHz from the card's preprocessing)
+NODE_SECONDS, QUICK_NODE_SECONDS = 30.0, 8.0
+NODE_PARAMS_FILE = 'robot.yaml'   # the robot configuration: best-effort sensors, newest-wins queue
+CPU_SAMPLE_S = 0.25               # psutil sampling period of the node process
+NODE_LATENCY_MARGIN_S = 0.010     # target: end-to-end p99 <= node inference p99 + 10 ms
+
+
+class ProcessSampler:
+    """Samples CPU time and RSS of one process in a background thread (psutil)."""
+
+    def __init__(self, pid: int, period_s: float = CPU_SAMPLE_S) -> None:
+        import threading
+
+        import psutil
+        self.process = psutil.Process(pid)
+        self.period_s = period_s
+        self.samples: list[tuple[float, float, int, int]] = []   # (monotonic s, cpu s, rss bytes, threads)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name='bench-cpu-sampler', daemon=True)
+
+    def _sample(self) -> None:
+        import psutil
+        try:
+            with self.process.oneshot():
+                t = self.process.cpu_times()
+                self.samples.append((time.monotonic(), t.user + t.system, self.process.memory_info().rss,
+                                     self.process.num_threads()))
+        except psutil.Error:
+            self._stop.set()          # the process ended
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(self.period_s)
+
+    def start(self) -> 'ProcessSampler':
+        self._sample()
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5.0)
+
+    def cpu_percent(self, t0: float, t1: float) -> float | None:
+        """Mean CPU use between monotonic times ``t0`` and ``t1`` (100 = one core busy)."""
+        inside = [s for s in self.samples if t0 <= s[0] <= t1]
+        if len(inside) < 2 or inside[-1][0] <= inside[0][0]:
+            return None
+        return 100.0 * (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
+
+
+def _node_process(parent_pid: int, timeout_s: float = 10.0):
+    """The classifier child process that :func:`run_replay` started."""
+    import psutil
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for child in psutil.Process(parent_pid).children(recursive=True):
+            try:
+                if any('classifier_node' in part for part in child.cmdline()):
+                    return child
+            except psutil.Error:
+                continue
+        time.sleep(CPU_SAMPLE_S)
+    return None
+
+
+def make_node_bag(out: Path, card, seconds: float, data_root: Path, hop_s: float) -> dict:
+    """A bag of real AV-digits samples, ``seconds`` long, camera at NODE_FPS, 16 kHz audio chunks."""
+    from av_snn_training.data.av_digits import LABELS, AVDigits
+
+    from .replay.make_bag import RecordingConfig, write_samples_bag
+    cfg = card.preprocessing
+    rec = RecordingConfig(sample_rate=cfg.sample_rate, window_s=cfg.window_s, timesteps=cfg.timesteps,
+                          hop_s=hop_s, fps=NODE_FPS, chunk_ms=NODE_CHUNK_MS,
+                          encoding='rgb8' if cfg.image_channels == 3 else 'mono8')
+    n = max(1, int(np.ceil(seconds * 1e9 / rec.segment_ns)))
+    dataset = AVDigits(data_root, split='test', cfg=cfg, num=n)
+    samples = [dataset.raw(i) for i in range(len(dataset))]
+    records = write_samples_bag(out, samples, LABELS, rec)
+    duration_ns = records[-1].span_start_ns + rec.segment_ns - records[0].span_start_ns
+    window_ns = int(round(cfg.window_s * 1e9))
+    hop_ns = int(round(hop_s * 1e9))
+    return {'bag': str(out), 'seconds': duration_ns / 1e9, 'samples': len(records),
+            'expected_windows': int((duration_ns - window_ns) // hop_ns) + 1,
+            'camera_fps': NODE_FPS, 'audio_rate_hz': cfg.sample_rate, 'audio_chunk_ms': NODE_CHUNK_MS}
+
+
+def _params_file(workdir: Path, threads: int) -> tuple[Path, float]:
+    """The shipped robot parameters with this bench's thread budget; returns (path, hop_s)."""
+    import yaml
+
+    from .paths import config_dir
+    data = yaml.safe_load((config_dir() / NODE_PARAMS_FILE).read_text())
+    params = data['av_classifier']['ros__parameters']
+    params.setdefault('backend', {})['threads'] = threads
+    path = workdir / 'bench_params.yaml'
+    path.write_text(yaml.safe_dump(data))
+    return path, float(params.get('window', {}).get('hop_s', 0.5))
+
+
+def _rate_hz(times_s: list[float]) -> float | None:
+    """Mean rate of events over the span from the first to the last one (ros2_benchmark's frame rate)."""
+    if len(times_s) < 2 or max(times_s) <= min(times_s):
+        return None
+    return (len(times_s) - 1) / (max(times_s) - min(times_s))
+
+
+def _stats_ms(values_s: list[float]) -> dict | None:
+    values = [v for v in values_s if v is not None and v == v]
+    if not values:
+        return None
+    return profiling.latency_stats(values).as_dict()
+
+
+def bench_node(card_path: Path, backend: str, threads: int, seconds: float, data_root: Path,
+               workdir: Path) -> dict:
+    """Replay real data at real time through the real node process; ros2_benchmark-style report."""
+    from .model_card import ModelCard
+    from .replay.replay import ReplayOptions, run_replay
+    card = ModelCard.load(card_path)
+    params_file, hop_s = _params_file(workdir, threads)
+    bag = make_node_bag(workdir / 'node_bag', card, seconds, data_root, hop_s)
+    holder: dict[str, Any] = {'received': []}
+
+    def on_classification(item) -> None:
+        holder['received'].append(item.received_ns / 1e9)
+
+    def on_ready() -> None:
+        proc = _node_process(os.getpid())
+        if proc is not None:
+            holder['sampler'] = ProcessSampler(proc.pid).start()
+        holder['t0'] = time.monotonic()
+
+    opts = ReplayOptions(bag=Path(bag['bag']), rate=1.0, card=card_path, backend=backend,
+                         params_file=params_file)
+    try:
+        report = run_replay(opts, on_classification=on_classification, on_ready=on_ready)
+    finally:
+        sampler = holder.get('sampler')
+        if sampler is not None:
+            sampler.stop()
+    t0 = holder.get('t0', 0.0)
+    t1 = t0 + report['wall_time_s']
+    classifications = report['classifications']
+    latencies = [c['latency_s'] for c in classifications]
+    ends = [c['window_end_ns'] / 1e9 for c in classifications]
+    received = len(classifications)
+    lat = _stats_ms(latencies)
+    inference = {k: float(v) for k, v in (report.get('node_inference_latency_s') or {}).items()}
+    inf_p99 = inference.get('p99_s')
+    out: dict[str, Any] = {
+        'card': str(card_path), 'model': card.model, 'backend': report.get('backend'),
+        'params_file': NODE_PARAMS_FILE + f' (backend.threads={threads})', 'input': bag,
+        'replay_rate': 1.0, 'wall_time_s': report['wall_time_s'],
+        'windows_expected': bag['expected_windows'], 'windows_received': received,
+        'windows_missed': bag['expected_windows'] - received,
+        'windows_dropped_by_node': report.get('windows_dropped'),
+        'mean_output_rate_hz': _rate_hz(holder['received']),
+        'expected_output_rate_hz': 1.0 / hop_s,
+        'latency_definition': report.get('latency_definition'),
+        'end_to_end_latency_ms': lat,
+        'node_inference_latency_s': inference,
+        'accuracy': report.get('accuracy'),
+        'window_flags': report.get('window_flags'),
+    }
+    if len(ends) > 1:
+        intervals = np.diff(sorted(ends))
+        out['output_interval_jitter_ms'] = {'std': float(np.std(intervals) * 1000),
+                                            'max_abs_dev': float(np.max(np.abs(intervals - hop_s)) * 1000)}
+    if sampler is not None:
+        out['node_cpu_percent'] = sampler.cpu_percent(t0, t1)
+        rss = [s[2] for s in sampler.samples if t0 <= s[0] <= t1]
+        out['node_rss_mb'] = {'start': rss[0] / 2 ** 20, 'end': rss[-1] / 2 ** 20} if rss else None
+        out['node_threads'] = max((s[3] for s in sampler.samples), default=None)
+    else:
+        out['node_cpu_percent'] = None
+    out['targets'] = {
+        'no_dropped_windows': out['windows_missed'] == 0,
+        'p99_within_inference_plus_10ms': (lat is not None and inf_p99 is not None
+                                           and lat['p99_ms'] <= 1000 * (inf_p99 + NODE_LATENCY_MARGIN_S)),
+    }
+    return out
+
+
 def node_summary(node: dict) -> str:
-    """Text lines for the node section (filled in by the node bench)."""
+    """Text lines for the node section."""
     if 'skipped' in node:
-        return f'node: skipped: {node["skipped"]}'
-    return f'node: {json.dumps(node)[:400]}'
+        return f'\nnode: skipped: {node["skipped"]}'
+    lat = node.get('end_to_end_latency_ms') or {}
+    inf = node.get('node_inference_latency_s') or {}
+    cpu = node.get('node_cpu_percent')
+    return (f'\nnode ({node["model"]}, backend {node["backend"]}, real time {node["input"]["seconds"]:.0f} s, '
+            f'camera {node["input"]["camera_fps"]:g} fps, audio {node["input"]["audio_rate_hz"]} Hz):\n'
+            f'  windows {node["windows_received"]}/{node["windows_expected"]} (missed {node["windows_missed"]}), '
+            f'output {node["mean_output_rate_hz"] or float("nan"):.2f} Hz '
+            f'(expected {node["expected_output_rate_hz"]:.2f})\n'
+            f'  end-to-end latency p50 {lat.get("p50_ms", float("nan")):.1f} ms, p99 {lat.get("p99_ms", float("nan")):.1f} ms; '
+            f'node inference p50 {1000 * inf.get("p50_s", float("nan")):.1f} ms, '
+            f'p99 {1000 * inf.get("p99_s", float("nan")):.1f} ms; node CPU '
+            f'{cpu if cpu is None else round(cpu, 1)} %')

@@ -153,6 +153,8 @@ def test_train_writes_metrics_plots_and_a_loadable_card(finished_run):
     assert len(preds) == 16 and {'audio_file', 'image_index', 'label', 'prediction'} <= set(preds[0])
     assert sum(p['label'] == p['prediction'] for p in preds) == round(test['accuracy'] * 16)
 
+    card_md = (Path(result['card']).parent / 'MODEL_CARD.md').read_text()
+    assert f'| fused accuracy | {100 * test["accuracy"]:.2f} % |' in card_md and 'CC BY-SA 4.0' in card_md
     card = ModelCard.load(result['card'])
     assert card.name == 'av_digits_misnet_tiny' and card.model == 'misnet_tiny'
     assert card.model_args == cfg.model_args and card.labels == [str(d) for d in range(10)]
@@ -205,3 +207,19 @@ def test_train_cli_rejects_bad_overrides(tmp_path, capsys):
     assert 'nonsense_key' in capsys.readouterr().err
     assert cli_train.main(parser.parse_args(['--resume'])) == 2
     assert '--out' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('protocol', ['clean', 'noisy'])
+def test_sample_cache_never_freezes_epoch_dependent_noise(data_root, protocol):
+    from av_snn_training.data.av_digits import AVDigits
+    from av_snn_training.trainer import CachedDataset
+    cached = CachedDataset(AVDigits(data_root, 'train', protocol=protocol, num=3))
+    first = [cached[i] for i in range(3)]
+    cached.set_epoch(1)
+    fresh = AVDigits(data_root, 'train', protocol=protocol, num=3)
+    fresh.set_epoch(1)
+    for i in range(3):
+        assert all(torch.equal(a, b) for a, b in zip(cached[i][:2], fresh[i][:2]))
+    changed = not torch.equal(first[0][0], cached[0][0])
+    assert changed == (protocol == 'noisy')
+    assert cached.speakers == fresh.speakers    # attributes pass through the wrapper

@@ -1,4 +1,4 @@
-"""Training plots (PNG): loss/accuracy curves and a confusion matrix.
+"""Training reports: PNG plots (loss/accuracy curves, confusion matrix) and the Markdown model card.
 
 Figures are drawn on matplotlib's Agg canvas directly (``matplotlib.figure.Figure``), so plotting never
 touches pyplot's global backend state and works on headless machines and in DDP rank-0 processes.
@@ -78,3 +78,77 @@ def plot_confusion(matrix: Sequence[Sequence[int]], labels: Sequence[str], path:
             ax.text(c, r, str(count), ha='center', va='center', fontsize='small',
                     color='white' if count > threshold else 'black')
     return _save(fig, path)
+
+
+# ------------------------------------------------------------------------------------- model card text
+
+def _pct(x: float | None) -> str:
+    return 'n/a' if x is None else f'{100 * x:.2f} %'
+
+
+def render_model_card(metrics: dict[str, Any], attribution: str | None = None) -> str:
+    """``MODEL_CARD.md`` for a finished run, from its ``metrics.json`` content (everything is measured)."""
+    import yaml
+    cfg, data, test, best = metrics['config'], metrics['data'], metrics['test'], metrics['best']
+    labels = metrics['labels']
+    name = cfg.get('card_name') or f'{cfg["dataset"]}_{cfg["model"]}'
+    recipe = {k: v for k, v in cfg.items() if k not in ('data_root', 'out_dir')}   # machine-specific paths
+    lines = [
+        f'# Model card: {name}', '',
+        (cfg.get('description') or f'{cfg["model"]} trained on {cfg["dataset"]}').strip(), '',
+        '| | |', '|---|---|',
+        f'| Model | `{cfg["model"]}` (registry name), {metrics["parameters"]:,} parameters, '
+        f'model_args `{cfg["model_args"] or {}}` |',
+        f'| Classes | {len(labels)}: {", ".join(labels)} |',
+        f'| Modality heads | {", ".join(metrics["modality_heads"])} |',
+        f'| Inputs | the `preprocessing` section of card.yaml (shared runtime preprocessing) |',
+        f'| Created | {metrics["created"]} from git revision `{metrics.get("git_revision") or "unknown"}` |',
+        '', '## Data', '',
+        f'- Data set `{data["dataset"]}`, protocol `{data["protocol"]}`.',
+    ]
+    if data.get('train_speakers'):
+        lines.append(f'- Training speakers: {", ".join(data["train_speakers"])} '
+                     f'({data.get("train_samples", "?")} training windows, {data.get("val_samples", "?")} '
+                     'validation windows held out from the same speakers).')
+    elif 'train_samples' in data:
+        lines.append(f'- {data["train_samples"]} training and {data["val_samples"]} validation samples.')
+    if data.get('test_speakers'):
+        lines.append(f'- Test: held-out speaker(s) {", ".join(data["test_speakers"])}, never heard in training, '
+                     f'{test["num_samples"]} windows evaluated; images from MNIST `{data.get("test_image_source", "?")}`.')
+    else:
+        lines.append(f'- Test: {test["num_samples"]} samples of the test split.')
+    lines += [
+        '', '## Training', '',
+        f'- {cfg["epochs"]} epochs of {data.get("steps_per_epoch", "?")} steps, global batch {cfg["batch_size"]}, '
+        f'{cfg["optimizer"]} lr {cfg["lr"]} ({cfg["lr_schedule"]} to {cfg["lr_min"]}), loss `{cfg["loss"]}`'
+        f'{" " + str(cfg["loss_args"]) if cfg["loss_args"] else ""}, seed {cfg["seed"]}.',
+        f'- Best epoch by validation accuracy: {best["epoch"]} ({_pct(best["val_accuracy"])}); its weights '
+        'are the ones shipped.',
+        '- Full recipe (reproduce with `av-snn train --recipe <this as YAML> --data-root DATA`):', '',
+        '```yaml', yaml.safe_dump(recipe, sort_keys=False).rstrip(), '```',
+        '', '## Results on the test split', '',
+        '| metric | value |', '|---|---|',
+        f'| fused accuracy | {_pct(test["accuracy"])} |',
+        f'| audio head accuracy | {_pct(test["audio_accuracy"])} |',
+        f'| visual head accuracy | {_pct(test["visual_accuracy"])} |',
+        f'| samples | {test["num_samples"]} |',
+        '', 'Per-class recall of the fused output (%):', '',
+        '| ' + ' | '.join(labels) + ' |', '|' + '---|' * len(labels),
+        '| ' + ' | '.join('n/a' if (r := test['per_class_recall'][k]) is None else f'{100 * r:.1f}'
+                          for k in labels) + ' |',
+        '', 'Confusion matrix (rows: true class, columns: prediction):', '',
+        '| | ' + ' | '.join(labels) + ' |', '|---|' + '---|' * len(labels),
+    ]
+    lines += [f'| **{label}** | ' + ' | '.join(str(c) for c in row) + ' |'
+              for label, row in zip(labels, test['confusion_matrix'])]
+    lines += [
+        '', '## Intended use and limitations', '',
+        '- Demonstration and regression model for the av_snn_ros pipeline: one spoken digit and one '
+        'handwritten digit per window. It is not a general speech or vision model.',
+        '- The audio and visual heads are auxiliary training heads; the runtime decision is the fused output.',
+        '- Accuracy is measured on one held-out voice; other voices, microphones and cameras will differ.',
+    ]
+    if attribution:
+        lines += ['', '## Attribution and licences', '', f'Trained on: {attribution}. Keep this attribution '
+                  'with copies of the weights.']
+    return '\n'.join(lines) + '\n'

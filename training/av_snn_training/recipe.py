@@ -75,8 +75,8 @@ class TrainConfig:
     # --- run
     seed: int = 0
     num_workers: int = 0
-    cache_samples: bool = False                # keep preprocessed samples in memory after first use: only
-                                               # for data sets whose items are deterministic (AV digits is)
+    cache_samples: bool = False                # keep preprocessed samples in memory after first use
+                                               # (dropped each epoch for epoch-dependent items)
     device: str = 'auto'                       # auto | cpu | cuda | cuda:N
     torch_threads: int | None = None           # torch.set_num_threads for this run (None: torch default)
     out_dir: str = 'runs/default'

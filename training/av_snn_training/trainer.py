@@ -49,6 +49,7 @@ PREDICTIONS_FILE = 'test_predictions.json'
 CURVES_PLOT = 'curves.png'
 CONFUSION_PLOT = 'confusion.png'
 CARD_DIR = 'card'
+MODEL_CARD_MD = 'MODEL_CARD.md'
 PROGRESS_LOG_INTERVAL_S = 30.0
 # Mixes the epoch into the DataLoader's generator seed (worker seeds), independent of the sampler's.
 _EPOCH_SEED_STRIDE = 1_000_003
@@ -123,15 +124,18 @@ def build_dataset(cfg: TrainConfig, split: str, data_root: str | Path) -> Datase
 class CachedDataset(Dataset):
     """Keeps every item of ``base`` after its first load (epoch 2+ skip decoding and preprocessing).
 
-    Only valid for data sets whose items are a deterministic function of the index (no random
-    augmentation). The cache lives in the loading process: with ``num_workers > 0`` each epoch's workers
-    start empty, so use it with ``num_workers: 0``. Attributes of ``base`` (speakers, recordings, ...) stay
-    reachable through the wrapper.
+    Data sets whose items change with the epoch (``set_epoch``: noise augmentation, random key frames)
+    are detected when the epoch changes, by reloading a few cached items: if any differs, the cache is
+    dropped every epoch, so caching never freezes one random draw. The cache lives in the loading
+    process, so it only helps with ``num_workers: 0``. Attributes of ``base`` stay reachable.
     """
+
+    PROBES = 3   # cached items reloaded to tell whether the items depend on the epoch
 
     def __init__(self, base: Dataset) -> None:
         self.base = base
         self._items: dict[int, Any] = {}
+        self._epoch_dependent: bool | None = None
 
     def __len__(self) -> int:
         return len(self.base)
@@ -141,10 +145,28 @@ class CachedDataset(Dataset):
             self._items[i] = self.base[i]
         return self._items[i]
 
+    def set_epoch(self, epoch: int) -> None:
+        _set_data_epoch(self.base, epoch)
+        if self._epoch_dependent is None and self._items:
+            probes = list(self._items)[:self.PROBES]
+            self._epoch_dependent = any(not _same_item(self._items[i], self.base[i]) for i in probes)
+            if self._epoch_dependent:
+                log.info('%s items change with the epoch: sample cache disabled', type(self.base).__name__)
+        if self._epoch_dependent:
+            self._items.clear()
+
     def __getattr__(self, name: str) -> Any:
-        if name in ('base', '_items'):   # not yet set (unpickling): avoid infinite recursion
+        if name in ('base', '_items', '_epoch_dependent'):   # not yet set (unpickling): no recursion
             raise AttributeError(name)
         return getattr(self.base, name)
+
+
+def _same_item(a: Any, b: Any) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, (tuple, list)):
+        return isinstance(b, (tuple, list)) and len(a) == len(b) and all(map(_same_item, a, b))
+    return a == b
 
 
 def dataset_labels(dataset: Dataset) -> list[str]:
@@ -426,9 +448,6 @@ def _train(cfg: TrainConfig, ctx: D.DistContext, data_root: Path, resume: bool,
     val_set = build_dataset(cfg, 'val', data_root)
     labels = dataset_labels(train_set)
     if cfg.cache_samples:
-        if getattr(_unwrap(train_set), 'frame_sampling', 'uniform') != 'uniform':
-            raise ValueError('cache_samples needs deterministic samples, but this data set draws random '
-                             'frames every epoch (frame_sampling=random)')
         train_set, val_set = CachedDataset(train_set), CachedDataset(val_set)
     model = build_model(cfg, len(labels)).to(ctx.device)
     optimizer = build_optimizer(model, cfg)
@@ -495,7 +514,10 @@ def _train(cfg: TrainConfig, ctx: D.DistContext, data_root: Path, resume: bool,
 
     result: dict[str, Any] = {}
     if ctx.is_main and completed == cfg.epochs:
-        result = finish(cfg, model, labels, history, best, data_root, ctx.device)
+        data_info = {'train_samples': len(train_set), 'val_samples': len(val_set),
+                     'train_speakers': _listed(getattr(train_set, 'speakers', None)),
+                     'steps_per_epoch': n_steps, 'world_size': ctx.world_size}
+        result = finish(cfg, model, labels, history, best, data_root, ctx.device, data_info)
     elif ctx.is_main:
         log.info('stopped after epoch %d of %d; continue with --resume', completed, cfg.epochs)
         result = {'config': cfg.to_dict(), 'history': history, 'best': best, 'finished': False}
@@ -511,8 +533,9 @@ def _unwrap(dataset: Dataset) -> Dataset:
 
 
 def _set_data_epoch(dataset: Dataset, epoch: int) -> None:
-    """Tell a data set with per-epoch randomness (random key frames of the video sets) the epoch."""
-    dataset = _unwrap(dataset)
+    """Tell a data set with per-epoch randomness (noise augmentation, random key frames) the epoch."""
+    while isinstance(dataset, torch.utils.data.Subset):
+        dataset = dataset.dataset
     if hasattr(dataset, 'set_epoch'):
         dataset.set_epoch(epoch)
 
@@ -529,9 +552,11 @@ def _payload(cfg: TrainConfig, model: torch.nn.Module, labels: list[str], epoch:
 
 
 def finish(cfg: TrainConfig, model: torch.nn.Module, labels: list[str], history: list[dict],
-           best: dict | None, data_root: Path, device: torch.device) -> dict[str, Any]:
-    """Best-epoch weights -> test metrics, ``metrics.json``, plots, ``test_predictions.json``, model card."""
-    from .plots import plot_confusion, plot_curves
+           best: dict | None, data_root: Path, device: torch.device,
+           data_info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Best-epoch weights -> test metrics, ``metrics.json``, plots, ``test_predictions.json``, model card
+    (``card/`` with ``MODEL_CARD.md``)."""
+    from .plots import plot_confusion, plot_curves, render_model_card
     out_dir = Path(cfg.out_dir)
     best_ckpt = load_checkpoint(out_dir / BEST_CHECKPOINT)
     model.load_state_dict(best_ckpt['model'])
@@ -544,7 +569,8 @@ def finish(cfg: TrainConfig, model: torch.nn.Module, labels: list[str], history:
              _pct(test['visual_accuracy']), test['num_samples'])
     metrics = {
         'config': cfg.to_dict(), 'labels': labels, 'modality_heads': list(modality_heads(model)),
-        'data': _data_description(cfg, test_set, data_root), 'history': history, 'best': best,
+        'data': {**(data_info or {}), **_data_description(cfg, test_set, data_root)},
+        'parameters': sum(p.numel() for p in model.parameters()), 'history': history, 'best': best,
         'test': test, 'finished': True, 'git_revision': _git_revision(),
         'created': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
     }
@@ -555,7 +581,9 @@ def finish(cfg: TrainConfig, model: torch.nn.Module, labels: list[str], history:
     plot_curves(history, out_dir / CURVES_PLOT, title)
     plot_confusion(test['confusion_matrix'], labels, out_dir / CONFUSION_PLOT,
                    f'{title}: test {100 * test["accuracy"]:.2f}%')
-    metrics['card'] = str(export_card(cfg, model, labels, metrics, out_dir / CARD_DIR))
+    card_path = export_card(cfg, model, labels, metrics, out_dir / CARD_DIR)
+    metrics['card'] = str(card_path)
+    (card_path.parent / MODEL_CARD_MD).write_text(render_model_card(metrics, DATA_ATTRIBUTION.get(cfg.dataset)))
     (out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
     return metrics
 
@@ -566,8 +594,12 @@ def _data_description(cfg: TrainConfig, test_set: Dataset, data_root: Path) -> d
     for attr in ('speakers', 'image_source'):
         if hasattr(test_set, attr):
             value = getattr(test_set, attr)
-            desc[f'test_{attr}'] = list(value) if isinstance(value, (tuple, list)) else value
+            desc[f'test_{attr}'] = _listed(value)
     return desc
+
+
+def _listed(value: Any) -> Any:
+    return list(value) if isinstance(value, (tuple, list)) else value
 
 
 # Where the training data came from, copied into every card trained on it (the licences travel with it).

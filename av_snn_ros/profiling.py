@@ -151,14 +151,19 @@ def _category(module: nn.Module) -> str | None:
     for cls, name in table:
         if isinstance(module, cls):
             return name
+    # A container that owns its conv and may call it directly (e.g. SeqConvBN with BN folded in at
+    # inference) is timed as a whole: hooks on the inner Conv2d would never fire.
+    if isinstance(getattr(module, 'conv', None), (nn.Conv1d, nn.Conv2d)):
+        return 'conv'
     return None
 
 
 def stage_profile(model: nn.Module, inputs: Sequence[torch.Tensor], iterations: int = 3) -> dict:
     """Wall time per layer category (conv, batchnorm, neuron, pool, linear, other), in ms per call.
 
-    Forward hooks time every leaf of a known category (a neuron counts as a leaf even though it owns a
-    surrogate module); ``other`` is the rest of the call (concatenation, reshapes, head, Python glue).
+    Forward hooks time the outermost module of a known category (a neuron with its surrogate, a
+    conv container with its folded batch norm); ``other`` is the rest of the call (concatenation,
+    reshapes, head, Python glue).
     Run after a warm-up; the median of ``iterations`` calls is reported.
     """
     if iterations < 1:
@@ -176,13 +181,12 @@ def stage_profile(model: nn.Module, inputs: Sequence[torch.Tensor], iterations: 
             current[cat] += time.perf_counter() - starts.pop(id(mod))
         return post_hook
 
-    seen_inside_neuron: set[int] = set()
-    for mod in model.modules():
+    inside_timed: set[int] = set()
+    for mod in model.modules():                     # pre-order: containers come before their children
         cat = _category(mod)
-        if cat is None or id(mod) in seen_inside_neuron:
+        if cat is None or id(mod) in inside_timed:
             continue
-        if cat == 'neuron':
-            seen_inside_neuron.update(id(m) for m in mod.modules() if m is not mod)
+        inside_timed.update(id(m) for m in mod.modules() if m is not mod)
         handles.append(mod.register_forward_pre_hook(pre_hook))
         handles.append(mod.register_forward_hook(make_post(cat)))
     try:

@@ -1,0 +1,142 @@
+"""``av-snn bench`` smoke test on a tiny configuration, plus the measurement helpers it is built on.
+
+No timing is asserted anywhere (this machine is shared); the tests check that the bench runs, that the
+report has its keys and internally consistent values, and that the helpers compute what they claim.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from av_snn_ros import bench, profiling
+
+
+def _args(tmp_path, **overrides) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    argv = ['--json', str(tmp_path / 'bench.json'), '--no-card', '--model', 'misnet_tiny', '--input-size', '32',
+            '--quick', '--no-node', '--threads', '1']
+    args = parser.parse_args(argv)
+    for k, v in overrides.items():
+        setattr(args, k, v)
+    return args
+
+
+def test_bench_writes_the_report(tmp_path, data_root, capsys) -> None:
+    args = _args(tmp_path, data_root=data_root)
+    assert bench.main(args) == 0
+    report = json.loads(args.json.read_text())
+    for key in ('machine', 'gemm', 'gemm_end', 'models', 'settings', 'targets'):
+        assert key in report
+    assert report['gemm']['best_gflops'] > 0 and report['gemm']['size'] == profiling.GEMM_SIZE
+    (m,) = report['models']
+    assert m['model'] == 'misnet_tiny' and m['input']['kind'] == 'real'
+    assert m['input']['audio_shape'] == [4, 1, 1, 32, 32]
+    assert m['flops_per_call'] > 0 and m['flops_by_op']
+    assert set(m['paths']) == {bench.EAGER, bench.ORT}          # torch.compile is opt-in
+    assert bench.COMPILED in m['skipped']
+    for name, entry in m['paths'].items():
+        for key in ('p50_ms', 'p95_ms', 'p99_ms', 'speedup_vs_eager_p50', 'fraction_of_gemm_peak', 'build_s'):
+            assert entry[key] is not None, (name, key)
+        assert entry['min_ms'] <= entry['p50_ms'] <= entry['p95_ms'] <= entry['max_ms']
+        assert entry['n'] >= bench.QUICK_MIN_ROUNDS
+    assert m['paths'][bench.EAGER]['speedup_vs_eager_p50'] == pytest.approx(1.0)
+    agree = m['paths'][bench.ORT]['agreement_vs_eager']
+    assert agree['logits_nonzero']                               # BN calibration made the check non-vacuous
+    assert agree['argmax_equal'] and agree['max_abs_diff'] < 1e-3
+    assert m['best_optimised_path'] == bench.ORT
+    share = m['stage_profile_eager_ms']['share']
+    assert {'conv', 'neuron'} <= set(share) and sum(share.values()) == pytest.approx(1.0)
+    assert m['top_ops_eager'] and all(r['calls'] >= 1 for r in m['top_ops_eager'])
+    assert 'misnet_tiny' in capsys.readouterr().out                # the summary table
+
+
+def test_bench_rejects_bad_arguments(tmp_path) -> None:
+    assert bench.main(_args(tmp_path, batch=0)) == 2
+    assert not (tmp_path / 'bench.json').exists()
+
+
+def test_missing_card_is_reported_not_fatal(tmp_path, data_root) -> None:
+    args = _args(tmp_path, no_card=False, card=tmp_path / 'nope' / 'card.yaml', model=['none'], data_root=data_root)
+    report = bench.run(args)
+    assert report['models'] == []
+    assert 'no model card' in report['skipped']['card']
+
+
+def test_agreement_uses_only_real_heads() -> None:
+    ref = (np.array([[1.0, 2.0]]), np.array([[5.0, 0.0]]), np.zeros((1, 2)))
+    other = (np.array([[1.0, 2.5]]), np.array([[0.0, 9.0]]), np.ones((1, 2)))
+    assert bench.agreement(ref, other, ('visual',)) == {'argmax_equal': True, 'max_abs_diff': 1.0,
+                                                       'logits_nonzero': True}
+    assert bench.agreement(ref, other, ('audio', 'visual'))['max_abs_diff'] == 9.0
+
+
+# ------------------------------------------------------------------------------------ profiling
+
+def test_percentiles_and_stats() -> None:
+    values = sorted([0.004, 0.001, 0.003, 0.002, 0.005])
+    assert profiling.percentile(values, 50) == 0.003
+    assert profiling.percentile(values, 0) == 0.001 and profiling.percentile(values, 100) == 0.005
+    assert profiling.percentile([1.0, 2.0], 25) == pytest.approx(1.25)
+    s = profiling.latency_stats([0.001, 0.002, 0.003])
+    assert (s.n, s.p50_ms, s.min_ms, s.max_ms) == (3, pytest.approx(2.0), pytest.approx(1.0), pytest.approx(3.0))
+    with pytest.raises(ValueError):
+        profiling.percentile([], 50)
+    with pytest.raises(ValueError):
+        profiling.percentile([1.0], 101)
+
+
+def test_time_interleaved_round_robin() -> None:
+    order: list[str] = []
+    stats = profiling.time_interleaved({'a': lambda: order.append('a'), 'b': lambda: order.append('b')},
+                                       warmup=1, min_rounds=3, max_rounds=3, min_time_s=0.0)
+    assert order == ['a', 'b'] * 4                               # one warm-up round, then 3 interleaved
+    assert stats['a'].n == stats['b'].n == 3
+    with pytest.raises(ValueError):
+        profiling.time_interleaved({})
+
+
+def test_count_flops_of_a_conv_and_a_linear() -> None:
+    model = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3, padding=1, bias=False), torch.nn.Flatten(),
+                                torch.nn.Linear(4 * 8 * 8, 5))
+    flops = profiling.count_flops(model, (torch.zeros(1, 2, 8, 8),))
+    conv = 2 * (8 * 8 * 4) * (2 * 3 * 3)                         # 2 FLOP per multiply-add
+    linear = 2 * 4 * 8 * 8 * 5
+    assert flops['total'] == conv + linear
+
+
+def test_gemm_measurement_is_positive_and_labelled() -> None:
+    g = profiling.measure_gemm_gflops(size=256, repeats=2)
+    assert g['size'] == 256 and g['threads'] == torch.get_num_threads()
+    assert g['best_gflops'] >= g['median_gflops'] > 0
+
+
+def test_stage_profile_attributes_time_to_categories() -> None:
+    from av_snn_ros.models.registry import create_model
+    model = create_model('misnet_tiny').eval()
+    a, v = torch.zeros(4, 1, 1, 32, 32), torch.zeros(4, 1, 1, 32, 32)
+    prof = profiling.stage_profile(model, (a, v), iterations=1)
+    assert prof['total'] > 0
+    assert prof['conv'] > 0 and prof['neuron'] > 0 and prof['pool'] > 0
+    assert sum(prof['share'].values()) == pytest.approx(1.0)
+    assert 'neuron' in profiling.format_stage_table(prof)
+    for m in model.modules():                                    # hooks are removed afterwards
+        assert not m._forward_hooks and not m._forward_pre_hooks
+
+
+def test_process_sampler_measures_this_process() -> None:
+    sampler = bench.ProcessSampler(os.getpid(), period_s=0.05).start()
+    t0 = time.monotonic()
+    x = 0.0
+    while time.monotonic() - t0 < 0.5:                          # keep one core busy for half a second
+        x += sum(i * i for i in range(1000))
+    sampler.stop()
+    cpu = sampler.cpu_percent(t0, time.monotonic())
+    assert cpu is not None and cpu > 10.0
+    assert all(s[2] > 0 for s in sampler.samples)

@@ -530,8 +530,8 @@ def make_node_bag(out: Path, card, seconds: float, data_root: Path, hop_s: float
                           hop_s=hop_s, fps=NODE_FPS, chunk_ms=NODE_CHUNK_MS,
                           encoding='rgb8' if cfg.image_channels == 3 else 'mono8')
     n = max(1, int(np.ceil(seconds * 1e9 / rec.segment_ns)))
-    dataset = AVDigits(data_root, split='test', cfg=cfg, num=n)
-    samples = [dataset.raw(i) for i in range(len(dataset))]
+    dataset = AVDigits(data_root, split='test', cfg=cfg)
+    samples = [dataset.raw(i % len(dataset)) for i in range(n)]     # long runs repeat the test split
     records = write_samples_bag(out, samples, LABELS, rec)
     duration_ns = records[-1].span_start_ns + rec.segment_ns - records[0].span_start_ns
     window_ns = int(round(cfg.window_s * 1e9))

@@ -232,3 +232,67 @@ def test_tensorrt_pinned_without_gpu_is_a_clear_error(card_dir: Path) -> None:
     with pytest.raises(BackendUnavailable) as info:
         create_backend('tensorrt', ModelCard.load(card_dir / 'card.yaml'))
     assert 'tensorrt' in str(info.value).lower()
+
+
+# ------------------------------------------------------------------------------------------ node
+
+def _node(context, card_path, backend: str):
+    from rclpy.parameter import Parameter
+
+    from av_snn_ros.ros.classifier_node import AvClassifierNode
+    return AvClassifierNode(context=context, parameter_overrides=[
+        Parameter('model.card', value=str(card_path)), Parameter('backend.name', value=backend),
+        Parameter('backend.threads', value=1)])
+
+
+@pytest.mark.parametrize('damage,backend,expected', [
+    ('tampered_weights', 'torch', 'does not match its card'),
+    ('truncated_onnx', 'onnxruntime', 'does not match its card'),
+    ('missing_card', 'torch', 'cannot read model card'),
+    ('pickled_payload', 'torch', 'cannot load weights'),
+])
+def test_node_configure_fails_with_the_reason(ros_context, card_dir: Path, tmp_path: Path, capfd,
+                                              damage: str, backend: str, expected: str) -> None:
+    from rclpy.lifecycle import TransitionCallbackReturn
+    card_path = card_dir / 'card.yaml'
+    if damage == 'tampered_weights':
+        _flip_byte(_artefact(card_dir, 'weights'))
+    elif damage == 'truncated_onnx':
+        _truncate(_artefact(card_dir, 'onnx'))
+    elif damage == 'missing_card':
+        card_path = card_dir / 'no_such_card.yaml'
+    else:
+        weights = _artefact(card_dir, 'weights')
+        state = torch.load(weights, weights_only=True)
+        state['evil'] = _Payload(str(tmp_path / 'payload-ran'))
+        torch.save(state, weights)
+        data = _card_data(card_dir)
+        data['weights_sha256'] = sha256_file(weights)
+        _write_card(card_dir, data)
+    node = _node(ros_context, card_path, backend)
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        assert node.card is None and node.choice is None           # nothing half-loaded stays behind
+    finally:
+        node.destroy_node()
+    err = capfd.readouterr().err
+    assert 'configure failed' in err and expected in err, err
+    assert not (tmp_path / 'payload-ran').exists()
+
+
+def test_node_auto_backend_names_a_tampered_onnx_when_falling_back(ros_context, card_dir: Path, capfd) -> None:
+    """``auto`` skips a backend whose file fails its check, and says so loudly (log + diagnostics)."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+    onnx_path = _artefact(card_dir, 'onnx')
+    _flip_byte(onnx_path)
+    node = _node(ros_context, card_dir / 'card.yaml', 'auto')
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        values = node.diagnostics_values()
+        assert values['backend'] == 'torch'
+        assert 'does not match its card' in values['backend_fallback.onnxruntime']
+    finally:
+        node.trigger_shutdown()
+        node.destroy_node()
+    err = capfd.readouterr().err
+    assert 'backend onnxruntime not used' in err and onnx_path.name in err

@@ -131,6 +131,11 @@ def _held_out_samples(data_root, cfg, num):
     return [ds.raw(i) for i in range(len(ds))], list(LABELS)
 
 
+def _node_log_tail(report) -> str:
+    from pathlib import Path
+    return f"classifier log {report['node_log']}:\n" + Path(report['node_log']).read_text()[-3000:]
+
+
 def _expected_windows(report, n_segments):
     hop = report['node_parameters']['window.hop_s']
     return int(round((n_segments - 1) / hop)) + 1          # 1 s segments back to back, W = 1 s
@@ -160,7 +165,7 @@ def test_replay_with_remapped_topics(tmp_path, data_root, card, replay_params):
     assert report['classifications_received'] == _expected_windows(report, 3)
     assert report['windows_dropped'] == 0 and report['windows_formed'] == report['classifications_received']
     assert all(c['latency_s'] > 0 for c in report['classifications'])
-    assert report['node_exit_code'] == 0
+    assert report['node_exit_code'] == 0, _node_log_tail(report)
 
 
 def test_replay_matches_eval_on_held_out_speakers(tmp_path, data_root, card, replay_params):

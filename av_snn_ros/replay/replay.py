@@ -213,7 +213,7 @@ class _Player:
     """Publishes bag messages with pacing and flow control; records what it sent when."""
 
     def __init__(self, node, topic_map: dict[str, str], topics: dict[str, str], collector: _Collector,
-                 opts: ReplayOptions, alive: Callable[[], None]) -> None:
+                 opts: ReplayOptions) -> None:
         from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
         qos = QoSProfile(depth=QUEUE_DEPTH, history=HistoryPolicy.KEEP_LAST,
                          reliability=ReliabilityPolicy.RELIABLE)
@@ -221,7 +221,8 @@ class _Player:
                            for bag_topic, graph in topic_map.items()}
         self.sensor_topics = {t for t, m in topics.items()
                               if m in (bag_io.IMAGE_TYPE, bag_io.COMPRESSED_IMAGE_TYPE, bag_io.AUDIO_TYPE)}
-        self.collector, self.opts, self.alive = collector, opts, alive
+        self.collector, self.opts = collector, opts
+        self.alive: Callable[[], None] = lambda: None     # raises when the classifier died (set by run)
         self.sent_stamps: list[int] = []        # receive stamps of sensor messages, publish order
         self.sent_wall: list[int] = []          # monotonic ns of each publish
         self.flow_wait_s = 0.0
@@ -333,6 +334,9 @@ def run_replay(opts: ReplayOptions, on_classification: Callable[[Received], None
             spinner = threading.Thread(target=executor.spin, name='replay-executor', daemon=True)
             spinner.start()
 
+            # Publishers exist before the classifier starts: its subscriptions then match writers it
+            # already knows, so once our writers see them matched, the first messages are not lost.
+            player = _Player(node, topic_map, topics, collector, opts)
             compressed = bag_io.IMAGE_TOPIC not in topic_map.values()
             process = subprocess.Popen(_node_command(opts, card_path, params_file, compressed), env=_node_env(opts),
                                        stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -342,7 +346,7 @@ def run_replay(opts: ReplayOptions, on_classification: Callable[[Received], None
                     raise ReplayError(f'the classifier exited with code {process.returncode}:\n'
                                       f'{_tail(log_file.name)}')
 
-            player = _Player(node, topic_map, topics, collector, opts, alive)
+            player.alive = alive
             _wait_ready(node, player, alive, opts.startup_timeout_s, log_file.name)
             node_params = _get_node_params(node, REPORTED_PARAMS)
             _warn_if_lossy(node_params, opts)
@@ -614,6 +618,12 @@ def summary(report: dict) -> str:
         f"latency p50 {ms(lat['p50'])}, p95 {ms(lat['p95'])}, p99 {ms(lat['p99'])}",
         f"windows formed {report['windows_formed']}, dropped {report['windows_dropped']} (node diagnostics)",
     ]
+    if report['node_exit_code'] not in (0, None):
+        lines.append(f"warning: the classifier exited with code {report['node_exit_code']} when stopped "
+                     f"(log: {report['node_log']})")
+    if report['flow_control_stalls']:
+        lines.append(f"warning: {report['flow_control_stalls']} flow-control stall(s): the classifier published "
+                     'nothing for a while (see windows_dropped and node_diagnostics)')
     return '\n'.join(lines)
 
 

@@ -200,15 +200,29 @@ def _torch_path(name: str, model, audio: np.ndarray, visual: np.ndarray, build_s
     return InferencePath(name, run, build_s, info)
 
 
+def _backend_path(name: str, backend, target: Target, build_s: float) -> InferencePath:
+    """An inference path through a runtime backend (input checks and numpy conversion included)."""
+    a, v = target.audio, target.visual
+
+    def run() -> tuple[np.ndarray, ...]:
+        res = backend.infer(a, v)
+        zeros = np.zeros_like(res.logits)
+        return (res.logits, res.audio_logits if res.audio_logits is not None else zeros,
+                res.visual_logits if res.visual_logits is not None else zeros)
+    info = {k: v for k, v in backend.info.items() if k != 'fallback_from'}
+    return InferencePath(name, run, build_s, {'backend': backend.name, **info})
+
+
 def build_paths(target: Target, threads: int, compile_torch: bool) -> tuple[dict[str, InferencePath], dict[str, str]]:
     """Eager torch, optionally ``torch.compile``, and onnxruntime for ``target``; skipped ones with reasons."""
     import torch
+    from .backends.torch_backend import TorchBackend
     paths: dict[str, InferencePath] = {}
     skipped: dict[str, str] = {}
     t0 = time.perf_counter()
-    model = target.card.load_torch_model()
-    paths[EAGER] = _torch_path(EAGER, model, target.audio, target.visual, time.perf_counter() - t0,
-                               {'what': 'registry model, eval(), torch.inference_mode'})
+    torch_backend = TorchBackend(target.card, threads=threads)      # exactly what the node runs
+    paths[EAGER] = _backend_path(EAGER, torch_backend, target, time.perf_counter() - t0)
+    model = torch_backend.model
     if compile_torch:
         t0 = time.perf_counter()
         try:
@@ -225,15 +239,8 @@ def build_paths(target: Target, threads: int, compile_torch: bool) -> tuple[dict
     t0 = time.perf_counter()
     try:
         from .backends.onnxruntime_backend import create as create_ort
-        backend = create_ort(target.card, threads=threads)
-        a, v = target.audio, target.visual
-
-        def run_ort() -> tuple[np.ndarray, ...]:
-            res = backend.infer(a, v)
-            zeros = np.zeros_like(res.logits)
-            return (res.logits, res.audio_logits if res.audio_logits is not None else zeros,
-                    res.visual_logits if res.visual_logits is not None else zeros)
-        paths[ORT] = InferencePath(ORT, run_ort, time.perf_counter() - t0, dict(backend.info))
+        paths[ORT] = _backend_path(ORT, create_ort(target.card, threads=threads), target, 0.0)
+        paths[ORT].build_s = time.perf_counter() - t0
     except Exception as exc:   # BackendUnavailable, ModelFileError: reported, the rest still runs
         skipped[ORT] = f'{type(exc).__name__}: {exc}'
     return paths, skipped

@@ -560,7 +560,7 @@ def _node_counters(diagnostics: dict) -> dict:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('bag', type=Path, help='bag folder (rosbag2: mcap or sqlite3)')
-    parser.add_argument('--json', type=Path, required=True, help='write the report here')
+    parser.add_argument('--json', type=Path, required=True, metavar='OUT', help='write the report here')
     pace = parser.add_mutually_exclusive_group()
     pace.add_argument('--rate', type=float, default=None, help='bag time x rate (default 1.0: real time)')
     pace.add_argument('--as-fast-as-possible', action='store_true',
@@ -571,7 +571,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='ROS parameter file of the classifier (default: config/replay.yaml)')
     parser.add_argument('--remap', action='append', default=[], metavar='/FROM:=/TO',
                         help='publish bag topic /FROM on /TO (repeatable)')
-    parser.add_argument('--plots', type=Path, default=None, help='write confusion matrix + latency PNGs here')
+    parser.add_argument('--plots', type=Path, default=None, metavar='DIR',
+                        help='write confusion_matrix.png and latency_histogram.png here')
     parser.add_argument('--lookahead-s', type=float, default=DEFAULT_LOOKAHEAD_S,
                         help='most bag time the player runs ahead of the newest classified window')
     parser.add_argument('--domain-id', type=int, default=None, help='ROS domain of the replay graph')

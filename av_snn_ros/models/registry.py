@@ -110,10 +110,3 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
     model.config = cfg
     return model
 
-
-def config_overrides(model: nn.Module) -> dict:
-    """The model's config as plain ``model_args`` relative to its variant YAML (for model cards)."""
-    from ..config import to_dict
-    cfg = to_dict(model.config)
-    base = to_dict(model_config(model.model_name))
-    return {k: v for k, v in cfg.items() if base.get(k) != v}

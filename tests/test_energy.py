@@ -71,6 +71,22 @@ def test_meter_is_reusable_and_only_rates_change_between_windows():
     assert not model._forward_pre_hooks and not model.second._forward_pre_hooks     # closed: hooks removed
 
 
+def test_one_meter_wraps_every_window_of_a_runtime():
+    """The node's pattern: ``with meter: forward`` per window, then ``dict(meter.report())``."""
+    model = Toy().eval()
+    meter = EnergyMeter(model)
+    audio = torch.randn(T, 1, 1, H, W)
+    for quarters in (1, 3, 2):
+        with meter, torch.no_grad():
+            model(audio, _spike_input(1, quarters))
+        numbers = dict(meter.report())
+        assert numbers['energy_mj'] == pytest.approx(_hand_energy_mj(quarters / 4), rel=1e-12)
+        assert numbers['energy_j'] == pytest.approx(numbers['energy_mj'] * 1e-3)
+        assert numbers['firing_rate'] == pytest.approx(quarters / 4)
+        assert numbers['synops'] == pytest.approx(T * 3 * H * W * 18 * quarters / 4)
+        assert not model._forward_pre_hooks                     # detached between windows
+
+
 def test_report_needs_a_forward_pass():
     with EnergyMeter(Toy()) as meter, pytest.raises(RuntimeError, match='forward pass'):
         meter.report()

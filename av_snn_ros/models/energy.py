@@ -60,6 +60,24 @@ class EnergyReport:
     def sop_mj(self) -> float:
         return sum(layer.mj for layer in self.per_layer if layer.kind == 'sop')
 
+    def summary(self) -> dict[str, float]:
+        """Flat numbers for diagnostics: energy (J and mJ), its MAC/SOP parts, synaptic operations,
+        dense MACs and the MAC-weighted input firing rate of the spiking layers."""
+        sop = [layer for layer in self.per_layer if layer.kind == 'sop']
+        sop_macs = sum(layer.flops for layer in sop)
+        synops = sum(layer.flops * layer.rate for layer in sop)
+        return {'energy_j': self.total_mj * 1e-3, 'energy_mj': self.total_mj, 'mac_mj': self.mac_mj,
+                'sop_mj': self.sop_mj, 'synops': synops,
+                'macs': sum(layer.flops for layer in self.per_layer),
+                'firing_rate': synops / sop_macs if sop_macs else 0.0}
+
+    # a read-only mapping view of summary(), so ``dict(report)`` gives the flat numbers
+    def keys(self):
+        return self.summary().keys()
+
+    def __getitem__(self, key: str) -> float:
+        return self.summary()[key]
+
     def table(self) -> str:
         """A plain-text table of the breakdown (for logs and docs)."""
         rows = [f'{"layer":48s} {"kind":4s} {"MMAC":>9s} {"rate":>6s} {"uJ":>9s}']
@@ -108,9 +126,8 @@ class EnergyMeter:
         self._flops: dict[str, dict[str, float]] = {}
         self._other_flops: dict[str, float] = {}
         self._recording = True
-        self._handles = [model.register_forward_pre_hook(self._model_hook)]
-        for name, module in self._layers:
-            self._handles.append(module.register_forward_pre_hook(self._layer_hook(name)))
+        self._handles: list = []
+        self._attach()
 
     # -- hooks
     def _model_hook(self, module: nn.Module, args: tuple) -> None:
@@ -134,13 +151,25 @@ class EnergyMeter:
                 probe.spiking = False
         return hook
 
+    def _attach(self) -> None:
+        if self._handles:
+            return
+        self._handles = [self.model.register_forward_pre_hook(self._model_hook)]
+        for name, module in self._layers:
+            self._handles.append(module.register_forward_pre_hook(self._layer_hook(name)))
+
     def close(self) -> None:
-        """Remove the hooks from the model."""
+        """Remove the hooks from the model (the last recorded window can still be reported)."""
         for handle in self._handles:
             handle.remove()
         self._handles = []
 
     def __enter__(self) -> 'EnergyMeter':
+        """Record the forward passes inside the block: ``with meter: model(a, v)``, then ``report()``.
+
+        Re-entering re-attaches the hooks, so one meter can wrap every window of a runtime.
+        """
+        self._attach()
         return self
 
     def __exit__(self, *exc) -> None:

@@ -330,6 +330,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--node-seconds', type=float, default=None,
                         help=f'seconds of real-time sensor data for the node replay (default {NODE_SECONDS:g}, '
                              f'--quick {QUICK_NODE_SECONDS:g})')
+    parser.add_argument('--node-params', type=Path, default=None,
+                        help=f'node parameter file for the replay (default: the shipped {NODE_PARAMS_FILE})')
     parser.add_argument('--node-backend', default='auto',
                         help='backend of the node replay (default auto: what a robot gets)')
     parser.add_argument('--data-root', type=Path, default=None,
@@ -409,7 +411,7 @@ def _node_section(args: argparse.Namespace, data_root: Path | None, workdir: Pat
                 f'{NODE_FALLBACK_SIZE}x{NODE_FALLBACK_SIZE} stands in (same pipeline cost, meaningless accuracy)')
     seconds = args.node_seconds or (QUICK_NODE_SECONDS if args.quick else NODE_SECONDS)
     print(f'av-snn bench: node replay of {card} for {seconds:g} s at real time ...', file=sys.stderr, flush=True)
-    section = bench_node(card, args.node_backend, args.threads, seconds, data_root, workdir)
+    section = bench_node(card, args.node_backend, args.threads, seconds, data_root, workdir, args.node_params)
     if note:
         section['note'] = note
     return section
@@ -465,6 +467,20 @@ NODE_SECONDS, QUICK_NODE_SECONDS = 30.0, 8.0
 NODE_PARAMS_FILE = 'robot.yaml'   # the robot configuration: best-effort sensors, newest-wins queue
 CPU_SAMPLE_S = 0.25               # psutil sampling period of the node process
 NODE_LATENCY_MARGIN_S = 0.010     # target: end-to-end p99 <= node inference p99 + 10 ms
+#: the replay runs on a private ROS domain drawn from this range (above the usual 0..100 of tests and
+#: robots), discovery limited to this host: other graphs on the machine must not mix into the numbers
+PRIVATE_DOMAIN_RANGE = (101, 232)
+
+
+def private_domain() -> int:
+    """A random ROS domain id for an isolated replay; also limits discovery to localhost."""
+    import random
+    os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+    current = os.environ.get('ROS_DOMAIN_ID')
+    while True:
+        domain = random.randint(*PRIVATE_DOMAIN_RANGE)
+        if str(domain) != current:
+            return domain
 
 
 class ProcessSampler:
@@ -544,21 +560,42 @@ def make_node_bag(out: Path, card, seconds: float, data_root: Path, hop_s: float
     window_ns = int(round(cfg.window_s * 1e9))
     hop_ns = int(round(hop_s * 1e9))
     return {'bag': str(out), 'seconds': duration_ns / 1e9, 'samples': len(records),
+            'start_ns': records[0].span_start_ns, 'hop_s': hop_s,
             'expected_windows': int((duration_ns - window_ns) // hop_ns) + 1,
             'camera_fps': NODE_FPS, 'audio_rate_hz': cfg.sample_rate, 'audio_chunk_ms': NODE_CHUNK_MS}
 
 
-def _params_file(workdir: Path, threads: int) -> tuple[Path, float]:
-    """The shipped robot parameters with this bench's thread budget; returns (path, hop_s)."""
+def _params_file(workdir: Path, threads: int, source: Path | None = None) -> tuple[Path, float]:
+    """The node parameters (default: the shipped robot file) with this bench's thread budget.
+
+    Returns the written file and the window hop it sets.
+    """
     import yaml
 
     from .paths import config_dir
-    data = yaml.safe_load((config_dir() / NODE_PARAMS_FILE).read_text())
+    data = yaml.safe_load(Path(source or config_dir() / NODE_PARAMS_FILE).read_text())
     params = data['av_classifier']['ros__parameters']
     params.setdefault('backend', {})['threads'] = threads
     path = workdir / 'bench_params.yaml'
     path.write_text(yaml.safe_dump(data))
     return path, float(params.get('window', {}).get('hop_s', 0.5))
+
+
+def _missed_starts(bag: dict, classifications: list[dict]) -> list[float]:
+    """Start times (s after the bag start) of the expected windows that were not classified."""
+    hop_ns = int(round(bag['hop_s'] * 1e9))
+    got = {c['window_start_ns'] for c in classifications}
+    return [k * bag['hop_s'] for k in range(bag['expected_windows']) if bag['start_ns'] + k * hop_ns not in got]
+
+
+def _drop_counters(diagnostics: dict) -> dict:
+    """The node's window/message drop counters from its last diagnostics report."""
+    out: dict[str, Any] = {}
+    for values in diagnostics.values():
+        for k, v in values.items():
+            if k.startswith(('dropped_', 'drop.', 'windows_')) or k in ('messages_dropped',):
+                out[k] = v
+    return out
 
 
 def _rate_hz(times_s: list[float]) -> float | None:
@@ -576,12 +613,12 @@ def _stats_ms(values_s: list[float]) -> dict | None:
 
 
 def bench_node(card_path: Path, backend: str, threads: int, seconds: float, data_root: Path,
-               workdir: Path) -> dict:
+               workdir: Path, params_source: Path | None = None) -> dict:
     """Replay real data at real time through the real node process; ros2_benchmark-style report."""
     from .model_card import ModelCard
     from .replay.replay import ReplayOptions, run_replay
     card = ModelCard.load(card_path)
-    params_file, hop_s = _params_file(workdir, threads)
+    params_file, hop_s = _params_file(workdir, threads, params_source)
     bag = make_node_bag(workdir / 'node_bag', card, seconds, data_root, hop_s)
     holder: dict[str, Any] = {'received': []}
 
@@ -594,8 +631,9 @@ def bench_node(card_path: Path, backend: str, threads: int, seconds: float, data
             holder['sampler'] = ProcessSampler(proc.pid).start()
         holder['t0'] = time.monotonic()
 
+    domain = private_domain()
     opts = ReplayOptions(bag=Path(bag['bag']), rate=1.0, card=card_path, backend=backend,
-                         params_file=params_file)
+                         params_file=params_file, domain_id=domain)
     try:
         report = run_replay(opts, on_classification=on_classification, on_ready=on_ready)
     finally:
@@ -613,16 +651,20 @@ def bench_node(card_path: Path, backend: str, threads: int, seconds: float, data
     inf_p99 = inference.get('p99_s')
     out: dict[str, Any] = {
         'card': str(card_path), 'model': card.model, 'backend': report.get('backend'),
-        'params_file': NODE_PARAMS_FILE + f' (backend.threads={threads})', 'input': bag,
-        'replay_rate': 1.0, 'wall_time_s': report['wall_time_s'],
+        'params_file': f'{params_source or NODE_PARAMS_FILE} (backend.threads={threads})', 'input': bag,
+        'replay_rate': 1.0, 'ros_domain_id': domain, 'wall_time_s': report['wall_time_s'],
         'windows_expected': bag['expected_windows'], 'windows_received': received,
         'windows_missed': bag['expected_windows'] - received,
+        'missed_window_starts_s': _missed_starts(bag, classifications),
         'windows_dropped_by_node': report.get('windows_dropped'),
         'mean_output_rate_hz': _rate_hz(holder['received']),
         'expected_output_rate_hz': 1.0 / hop_s,
         'latency_definition': report.get('latency_definition'),
         'end_to_end_latency_ms': lat,
         'node_inference_latency_s': inference,
+        'node_drop_counters': _drop_counters(report.get('node_diagnostics') or {}),
+        'flow_control_stalls': report.get('flow_control_stalls'),
+        'flow_control_wait_s': report.get('flow_control_wait_s'),
         'accuracy': report.get('accuracy'),
         'window_flags': report.get('window_flags'),
     }

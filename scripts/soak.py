@@ -70,7 +70,7 @@ def trend_mb_per_hour(times_s: list[float], rss_mb: list[float]) -> float | None
 def run(args: argparse.Namespace) -> dict:
     import yaml
 
-    from av_snn_ros.bench import ProcessSampler, _node_process, make_node_bag, registry_target
+    from av_snn_ros.bench import ProcessSampler, _node_process, make_node_bag, private_domain, registry_target
     from av_snn_ros.model_card import ModelCard
     from av_snn_ros.paths import config_dir, default_data_root, default_model_card
     from av_snn_ros.replay.replay import ReplayOptions, run_replay
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> dict:
             state['received'].append((time.monotonic(), item.end_ns))
 
         opts = ReplayOptions(bag=Path(bag['bag']), rate=None, card=Path(card_path), backend=args.backend,
-                             params_file=params_path)
+                             params_file=params_path, domain_id=private_domain())
         try:
             report = run_replay(opts, on_classification=on_classification, on_ready=on_ready)
         finally:

@@ -187,12 +187,21 @@ def assert_params_file(path: str, node_name: str):
     assert path.is_file(), f'parameter file {path} does not exist'
     assert path.parent == REPO / 'config'
     data = yaml.safe_load(path.read_text())
-    matching = [k for k in data if k in (node_name, f'/{node_name}', '/**')]
+    # a section applies by exact name (root namespace only) or by wildcard (any namespace)
+    matching = [k for k in data if k in (node_name, f'/{node_name}', f'/**/{node_name}', '/**')]
     assert matching, f'{path} has no section for node {node_name} (keys {list(data)})'
     for key in matching:
         names = _flatten(data[key]['ros__parameters'])
         unknown = names - declared_parameters(node_name)
         assert not unknown, f'{path}: {node_name} does not declare {sorted(unknown)}'
+
+
+def assert_section_applies(path: str, namespace: str, node_name: str):
+    """A node launched in ``namespace`` still gets the file's section (exact names match the root only)."""
+    fqn = f"/{namespace.strip('/')}/{node_name}" if namespace.strip('/') else f'/{node_name}'
+    keys = set(yaml.safe_load(Path(path).read_text()))
+    accepted = {fqn, f'/**/{node_name}', '/**'} | ({node_name} if fqn == f'/{node_name}' else set())
+    assert keys & accepted, f'{path}: no section applies to {fqn} (keys {sorted(keys)})'
 
 
 # ----------------------------------------------------------------------------------------- tests
@@ -245,6 +254,7 @@ def test_robot_launch_overrides(fake_launch):
     actions = expand(entities, conf)
     (node,) = _of(actions, 'FakeLifecycleNode')
     assert node.kwargs['namespace'] == 'robot1'
+    assert_section_applies(node.kwargs['parameters'][0], 'robot1', 'av_classifier')
     assert node.kwargs['parameters'][1] == {'model.card': '/models/x/card.yaml', 'backend.name': 'onnxruntime',
                                             'autostart': False}
     assert node.kwargs['remappings'] == [('image', '/camera/image_raw'), ('audio', '/mic/audio')]
@@ -285,6 +295,8 @@ def test_demo_launch(fake_launch):
         (params,) = [resolve(p, conf) for p in node.kwargs['parameters']]
         assert_params_file(params, node.kwargs['name'])           # the driver has its own section
         assert resolve(node.kwargs['namespace'], conf) == classifier.kwargs['namespace'] == 'demo'
+        assert_section_applies(params, 'demo', node.kwargs['name'])
+    assert_section_applies(classifier.kwargs['parameters'][0], 'demo', 'av_classifier')
     # the drivers publish (relative) 'audio' and 'image', where the classifier listens
     from av_snn_ros.ros import camera_node, microphone_node
     assert sensors['microphone_node'].kwargs['name'] == microphone_node.NODE_NAME

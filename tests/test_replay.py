@@ -98,6 +98,24 @@ def test_topic_check_explains_missing_inputs():
         _check_topics(topics, {'/nope': '/image'})
 
 
+def test_params_file_follows_the_replay_namespace(tmp_path):
+    import yaml
+
+    from av_snn_ros.replay.replay import namespaced_params_file
+    src = tmp_path / 'src' / 'replay.yaml'
+    src.parent.mkdir()
+    src.write_text(yaml.safe_dump({'av_classifier': {'ros__parameters': {'window': {'hop_s': 0.25}}},
+                                   '/**': {'ros__parameters': {'use_sim_time': False}},
+                                   'camera': {'ros__parameters': {'fps': 30.0}}}))
+    out = yaml.safe_load(namespaced_params_file(src, '/av_snn_replay_1/av_classifier', tmp_path).read_text())
+    assert out == {'/av_snn_replay_1/av_classifier': {'ros__parameters': {'window': {'hop_s': 0.25}}},
+                   '/**': {'ros__parameters': {'use_sim_time': False}},
+                   'camera': {'ros__parameters': {'fps': 30.0}}}
+    src.write_text('- not a mapping\n')
+    with pytest.raises(ReplayError, match='not a ROS parameter file'):
+        namespaced_params_file(src, '/x/av_classifier', tmp_path)
+
+
 # ------------------------------------------------------------------- through the real node graph
 
 PARITY_SAMPLES = 20
@@ -166,6 +184,10 @@ def test_replay_with_remapped_topics(tmp_path, data_root, card, replay_params):
     assert report['windows_dropped'] == 0 and report['windows_formed'] == report['classifications_received']
     assert all(c['latency_s'] > 0 for c in report['classifications'])
     assert report['node_exit_code'] == 0, _node_log_tail(report)
+    # the replay parameters reached the namespaced node (reliable, queued: nothing dropped)
+    assert report['node_parameters']['qos.sensor.reliability'] == 'reliable'
+    assert report['node_parameters']['inference.queue_size'] > 1
+    assert report['namespace'].startswith('/av_snn_replay_')
 
 
 def test_replay_matches_eval_on_held_out_speakers(tmp_path, data_root, card, replay_params):

@@ -2,13 +2,15 @@
 
 Graph: this process runs a *player* node that publishes every bag message's raw CDR bytes on its
 (remapped) topic, paced by bag receive time x ``--rate`` (or as fast as the classifier keeps up), and a
-*collector* subscription on ``/classification`` and ``/diagnostics``. The classifier is the real
+*collector* subscription on ``classification`` and ``/diagnostics``. The classifier is the real
 ``av_classifier`` lifecycle node, started as its own process with the replay parameter file (reliable
-QoS, deep queues) and ``autostart``. The model is never called from here.
+QoS, deep queues) and ``autostart``. The model is never called from here. The whole graph lives in its
+own namespace (``/av_snn_replay_<pid>`` unless ``--namespace``), so other nodes on the same ROS domain
+(a robot's own classifier, another replay) neither feed the replayed classifier nor reach the collector.
 
 Flow control: the player never runs more than ``--lookahead-s`` of bag time ahead of the newest window
 the classifier has published (bounded in-flight data: nothing overflows a queue or the windower's
-buffer, so fast replay drops no window). If the classifier publishes nothing for ``--stall-timeout-s``
+buffer, so fast replay drops no window). If the classifier publishes nothing for ``stall_timeout_s``
 (e.g. it dropped windows), the player moves on and the stall is reported.
 
 Latency (seconds, one per received classification): receive time of the classification in this
@@ -22,8 +24,10 @@ from __future__ import annotations
 import argparse
 import bisect
 import importlib
+import itertools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -42,6 +46,7 @@ NODE_NAME = 'av_classifier'
 PLAYER_NODE_NAME = 'av_snn_replay'
 # Topics a recorded robot bag may contain that must not be replayed into the graph we score.
 SKIPPED_TOPICS = frozenset({CLASSIFICATION_TOPIC, DIAGNOSTICS_TOPIC, '/rosout', '/parameter_events'})
+NAMESPACE_PREFIX = '/av_snn_replay_'   # + pid: the replay graph's own namespace (see ReplayOptions)
 QUEUE_DEPTH = 1000                    # player/collector history: well above the in-flight bound
 DEFAULT_LOOKAHEAD_S = 1.5             # < the windower's max_buffer_s (3 s): in-flight data never expires
 DEFAULT_STALL_TIMEOUT_S = 10.0
@@ -56,6 +61,9 @@ REPORTED_PARAMS = ('window.hop_s', 'qos.sensor.reliability', 'qos.sensor.depth',
 POLL_S = 0.05                         # condition-variable wake-up for liveness checks
 LOG_TAIL_CHARS = 4000
 MAX_PLAYER_SLEEP_S = 0.25             # pacing sleeps in slices so a dead node is noticed
+
+
+_REPLAY_IDS = itertools.count()      # replays started by this process (unique default namespaces)
 
 
 class ReplayError(RuntimeError):
@@ -75,6 +83,7 @@ class ReplayOptions:
     startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S
     drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S
     domain_id: int | None = None
+    namespace: str | None = None                 # replay graph namespace; None = /av_snn_replay_<pid>_<n>
     node_log: Path | None = None                 # classifier stdout/stderr (default: a temp file)
     ground_truth_topic: str = bag_io.GROUND_TRUTH_TOPIC
 
@@ -84,6 +93,9 @@ class ReplayOptions:
             raise ValueError(f'rate must be > 0, got {self.rate}')
         if not self.lookahead_s > 0:
             raise ValueError(f'lookahead_s must be > 0, got {self.lookahead_s}')
+        if self.namespace is None:
+            self.namespace = f'{NAMESPACE_PREFIX}{os.getpid()}_{next(_REPLAY_IDS)}'
+        self.namespace = '/' + self.namespace.strip('/') if self.namespace.strip('/') else ''
 
 
 @dataclass(frozen=True)
@@ -151,12 +163,33 @@ def _node_command(opts: ReplayOptions, card: Path, params_file: Path, compressed
     Besides the params file it gets what the replay itself decides: start at once, the scored card, and
     raw or compressed image input as the bag holds.
     """
-    args = ['--ros-args', '--params-file', str(params_file), '-p', 'autostart:=true',
+    args = ['--ros-args', '--params-file', str(params_file), '-r', f'__ns:={opts.namespace or "/"}',
+            '-p', 'autostart:=true',
             '-p', f'model.card:={card}', '-p', f'input.compressed:={str(compressed).lower()}']
     if opts.backend:
         args += ['-p', f'backend.name:={opts.backend}']
     code = 'import sys; from av_snn_ros.ros.classifier_node import main; sys.exit(main())'
     return [sys.executable, '-c', code, *args]
+
+
+def namespaced_params_file(params_file: Path, node_fqn: str, out_dir: Path) -> Path:
+    """A copy of ``params_file`` whose ``av_classifier`` section applies to the node at ``node_fqn``.
+
+    A params file section named after the node (``av_classifier:`` or ``/av_classifier:``) only matches
+    that node in the root namespace; the replay runs it in its own namespace, so the section is renamed
+    to the fully qualified name. Wildcard sections (``/**``) are kept as they are.
+    """
+    import yaml
+    try:
+        data = yaml.safe_load(params_file.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ReplayError(f'cannot read parameter file {params_file}: {exc}') from exc
+    if not isinstance(data, dict):
+        raise ReplayError(f'{params_file} is not a ROS parameter file (no node sections)')
+    renamed = {(node_fqn if key in (NODE_NAME, f'/{NODE_NAME}') else key): value for key, value in data.items()}
+    out = out_dir / params_file.name
+    out.write_text(yaml.safe_dump(renamed, sort_keys=False))
+    return out
 
 
 def _node_env(opts: ReplayOptions) -> dict[str, str]:
@@ -174,7 +207,8 @@ def _node_env(opts: ReplayOptions) -> dict[str, str]:
 class _Collector:
     """Thread-safe store of what the graph sends back, with a condition to wait on."""
 
-    def __init__(self) -> None:
+    def __init__(self, node_fqn: str) -> None:
+        self.status_prefix = node_fqn.lstrip('/') + ':'     # the node's DiagnosticStatus names start so
         self.cond = threading.Condition()
         self.received: list[Received] = []
         self.diagnostics: dict[str, dict[str, str]] = {}
@@ -199,7 +233,7 @@ class _Collector:
         now = time.monotonic_ns()
         with self.cond:
             for status in msg.status:
-                if NODE_NAME in status.name:
+                if status.name.startswith(self.status_prefix):
                     self.diagnostics[status.name] = {
                         'level': int.from_bytes(status.level, 'little') if isinstance(status.level, bytes)
                         else int(status.level),
@@ -315,7 +349,8 @@ def run_replay(opts: ReplayOptions, on_classification: Callable[[Received], None
             print(f'av-snn replay: the bag has no ground truth on {opts.ground_truth_topic}; '
                   'reporting classifications only', file=sys.stderr)
 
-        collector = _Collector()
+        ns = opts.namespace
+        collector = _Collector(f'{ns}/{NODE_NAME}')
         collector.callback = on_classification
         context = rclpy.context.Context()
         rclpy.init(args=[], context=context, domain_id=opts.domain_id,
@@ -324,10 +359,12 @@ def run_replay(opts: ReplayOptions, on_classification: Callable[[Received], None
                     else tempfile.NamedTemporaryFile('w+', prefix='av_classifier-', suffix='.log', delete=False))
         process = None
         executor = None
+        tmp_dir = tempfile.mkdtemp(prefix='av-snn-replay-')
         try:
             node = rclpy.create_node(PLAYER_NODE_NAME, context=context)
             reliable = QoSProfile(depth=QUEUE_DEPTH, reliability=ReliabilityPolicy.RELIABLE)
-            node.create_subscription(Classification, CLASSIFICATION_TOPIC, collector.on_classification, reliable)
+            node.create_subscription(Classification, ns + CLASSIFICATION_TOPIC, collector.on_classification,
+                                     reliable)
             node.create_subscription(DiagnosticArray, DIAGNOSTICS_TOPIC, collector.on_diagnostics, QUEUE_DEPTH)
             executor = SingleThreadedExecutor(context=context)
             executor.add_node(node)
@@ -336,9 +373,11 @@ def run_replay(opts: ReplayOptions, on_classification: Callable[[Received], None
 
             # Publishers exist before the classifier starts: its subscriptions then match writers it
             # already knows, so once our writers see them matched, the first messages are not lost.
-            player = _Player(node, topic_map, topics, collector, opts)
+            player = _Player(node, {b: ns + g for b, g in topic_map.items()}, topics, collector, opts)
             compressed = bag_io.IMAGE_TOPIC not in topic_map.values()
-            process = subprocess.Popen(_node_command(opts, card_path, params_file, compressed), env=_node_env(opts),
+            node_params_file = namespaced_params_file(params_file, f'{ns}/{NODE_NAME}', Path(tmp_dir))
+            process = subprocess.Popen(_node_command(opts, card_path, node_params_file, compressed),
+                                       env=_node_env(opts),
                                        stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
             def alive() -> None:
@@ -347,8 +386,8 @@ def run_replay(opts: ReplayOptions, on_classification: Callable[[Received], None
                                       f'{_tail(log_file.name)}')
 
             player.alive = alive
-            _wait_ready(node, player, alive, opts.startup_timeout_s, log_file.name)
-            node_params = _get_node_params(node, REPORTED_PARAMS)
+            _wait_ready(node, ns, player, alive, opts.startup_timeout_s, log_file.name)
+            node_params = _get_node_params(node, f'{ns}/{NODE_NAME}', REPORTED_PARAMS)
             _warn_if_lossy(node_params, opts)
             if on_ready is not None:
                 on_ready()
@@ -363,6 +402,7 @@ def run_replay(opts: ReplayOptions, on_classification: Callable[[Received], None
                 executor.shutdown(timeout_sec=SHUTDOWN_TIMEOUT_S)
             rclpy.try_shutdown(context=context)
             log_file.close()
+            shutil.rmtree(tmp_dir, ignore_errors=True)
 
     report = _report(opts, card, params_file, spans, samples, collector, player, wall_s, node_rc,
                      log_file.name, topic_map)
@@ -370,17 +410,17 @@ def run_replay(opts: ReplayOptions, on_classification: Callable[[Received], None
     return report
 
 
-def _wait_ready(node, player: _Player, alive, timeout_s: float, log_path: str) -> None:
-    """Until the classifier subscribes to every sensor topic we publish and publishes classifications."""
+def _wait_ready(node, ns: str, player: _Player, alive, timeout_s: float, log_path: str) -> None:
+    """Until the classifier subscribes to our audio and image topics and publishes classifications."""
     deadline = time.monotonic() + timeout_s
-    subscription = next(s for s in node.subscriptions if s.topic_name == CLASSIFICATION_TOPIC)
+    subscription = next(s for s in node.subscriptions if s.topic_name == ns + CLASSIFICATION_TOPIC)
     while True:
         alive()
         pubs = {p.topic_name: p for p in player.publishers.values()}
-        audio_ok = pubs[bag_io.AUDIO_TOPIC].get_subscription_count() > 0
-        # the node listens to raw or compressed images (its parameters decide), not both
-        image_ok = any(pubs[t].get_subscription_count() > 0
-                       for t in (bag_io.IMAGE_TOPIC, bag_io.COMPRESSED_IMAGE_TOPIC) if t in pubs)
+        audio_ok = pubs[ns + bag_io.AUDIO_TOPIC].get_subscription_count() > 0
+        # the node listens to raw or compressed images (input.compressed), not both
+        image_ok = any(pubs[ns + t].get_subscription_count() > 0
+                       for t in (bag_io.IMAGE_TOPIC, bag_io.COMPRESSED_IMAGE_TOPIC) if ns + t in pubs)
         if audio_ok and image_ok and subscription.get_publisher_count() > 0:
             return
         if time.monotonic() > deadline:
@@ -389,10 +429,10 @@ def _wait_ready(node, player: _Player, alive, timeout_s: float, log_path: str) -
         time.sleep(POLL_S)
 
 
-def _get_node_params(node, names: tuple[str, ...]) -> dict:
+def _get_node_params(node, node_fqn: str, names: tuple[str, ...]) -> dict:
     """Ask the classifier for its parameter values (``{}`` if the service does not answer)."""
     from rcl_interfaces.srv import GetParameters
-    client = node.create_client(GetParameters, f'/{NODE_NAME}/get_parameters')
+    client = node.create_client(GetParameters, f'{node_fqn}/get_parameters')
     try:
         if not client.wait_for_service(timeout_sec=PARAM_TIMEOUT_S):
             return {}
@@ -515,6 +555,7 @@ def _report(opts, card, params_file, spans, samples, collector, player, wall_s, 
         'params_file': str(params_file),
         'rate': opts.rate if opts.rate is not None else 'as_fast_as_possible',
         'topics': topic_map,
+        'namespace': opts.namespace,
         'wall_time_s': wall_s,
         'messages_published': player.published,
         'classifications_received': len(collector.received),
@@ -575,7 +616,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='write confusion_matrix.png and latency_histogram.png here')
     parser.add_argument('--lookahead-s', type=float, default=DEFAULT_LOOKAHEAD_S,
                         help='most bag time the player runs ahead of the newest classified window')
+    parser.add_argument('--stall-timeout-s', type=float, default=DEFAULT_STALL_TIMEOUT_S,
+                        help='move on after this long without a classification (windows dropped)')
     parser.add_argument('--domain-id', type=int, default=None, help='ROS domain of the replay graph')
+    parser.add_argument('--namespace', default=None,
+                        help='namespace of the replay graph (default /av_snn_replay_<pid>: other nodes '
+                             'on the domain neither feed nor hear it)')
     parser.add_argument('--node-log', type=Path, default=None, help='classifier log file')
 
 
@@ -583,7 +629,9 @@ def options_from_args(args: argparse.Namespace) -> ReplayOptions:
     rate = None if args.as_fast_as_possible else (args.rate if args.rate is not None else 1.0)
     return ReplayOptions(bag=args.bag, rate=rate, card=args.card, backend=args.backend,
                          params_file=args.params_file, remaps=parse_remaps(args.remap),
-                         lookahead_s=args.lookahead_s, domain_id=args.domain_id, node_log=args.node_log)
+                         lookahead_s=args.lookahead_s, stall_timeout_s=args.stall_timeout_s,
+                         domain_id=args.domain_id, namespace=args.namespace,
+                         node_log=args.node_log)
 
 
 def write_outputs(report: dict, json_path: Path | None, plots_dir: Path | None) -> None:

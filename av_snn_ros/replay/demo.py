@@ -60,12 +60,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..model_card import ModelFileError
+    from ..model_card import ModelCard, ModelFileError
+    from ..paths import default_model_card
     bag = args.bag or demo_bag_path()
     try:
+        card = args.card or default_model_card()
+        if args.card is None and not card.is_file():
+            raise ModelFileError(f'the shipped default model is missing ({card}); reinstall with '
+                                 'scripts/install.sh or pass --card CARD')
+        ModelCard.load(card)                      # fail before printing anything about the replay
         with bag_io.BagReader(bag) as reader:
             spans, t0, reader_end = reader.ground_truth(), reader.start_ns, reader.end_ns
-        opts = ReplayOptions(bag=bag, rate=None if args.fast else args.rate, card=args.card, backend=args.backend)
+        opts = ReplayOptions(bag=bag, rate=None if args.fast else args.rate, card=card, backend=args.backend)
         print(f'av-snn demo: replaying {bag} ({len(spans)} labelled utterances, '
               f'{(reader_end - t0) / bag_io.NS_PER_S:.0f} s) through the classifier node', flush=True)
         print("(one window per hop; truth '-' = the window straddles two utterances and is not scored)",

@@ -53,6 +53,7 @@ NODE_FALLBACK_SIZE = 32
 EAGER = 'torch_eager'
 COMPILED = 'torch_compile'
 ORT = 'onnxruntime'
+ORT_NOSPIN = 'onnxruntime_nospin'     # same session, intra-op threads sleep instead of spinning
 
 
 @dataclass
@@ -243,7 +244,37 @@ def build_paths(target: Target, threads: int, compile_torch: bool) -> tuple[dict
         paths[ORT].build_s = time.perf_counter() - t0
     except Exception as exc:   # BackendUnavailable, ModelFileError: reported, the rest still runs
         skipped[ORT] = f'{type(exc).__name__}: {exc}'
+    if ORT in paths and threads > 1:
+        paths[ORT_NOSPIN] = _ort_nospin_path(target, threads)
+    elif ORT in paths:
+        skipped[ORT_NOSPIN] = 'one intra-op thread: nothing spins'
     return paths, skipped
+
+
+def _ort_nospin_path(target: Target, threads: int) -> InferencePath:
+    """onnxruntime with ``session.intra_op.allow_spinning = 0``.
+
+    Spinning worker threads win on an idle machine and lose badly when the cores are shared (a robot
+    computer runs drivers too); timing both shows which one this machine wants.
+    """
+    import onnxruntime as ort
+    t0 = time.perf_counter()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    options.add_session_config_entry('session.intra_op.allow_spinning', '0')
+    session = ort.InferenceSession(str(target.card.verified_onnx()), sess_options=options,
+                                   providers=['CPUExecutionProvider'])
+    names = [o.name for o in session.get_outputs()]
+    feed = {'audio': target.audio, 'visual': target.visual}
+
+    def run() -> tuple[np.ndarray, ...]:
+        out = dict(zip(names, session.run(names, feed)))
+        logits = out['logits']
+        return (logits, out.get('audio_logits', np.zeros_like(logits)), out.get('visual_logits', np.zeros_like(logits)))
+    return InferencePath(ORT_NOSPIN, run, time.perf_counter() - t0,
+                         {'backend': 'onnxruntime session (bench)', 'threads': threads, 'allow_spinning': 0})
 
 
 def agreement(reference: tuple[np.ndarray, ...], other: tuple[np.ndarray, ...], heads: tuple[str, ...]) -> dict:
@@ -322,7 +353,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--timesteps', type=int, default=DEFAULT_TIMESTEPS, help='T for --model')
     parser.add_argument('--batch', type=int, default=DEFAULT_BATCH, help='windows per call')
     parser.add_argument('--threads', type=int, default=DEFAULT_THREADS,
-                        help='torch and onnxruntime intra-op threads (default %(default)s)')
+                        help='torch and onnxruntime intra-op threads (default %(default)s); torch\'s OpenMP '
+                             'threads follow OMP_WAIT_POLICY from the environment (see docs/performance.md)')
     parser.add_argument('--compile', action='store_true',
                         help='also time torch.compile (inductor; minutes of compilation on 2 cores)')
     parser.add_argument('--no-node', action='store_true',
@@ -358,6 +390,7 @@ def run(args: argparse.Namespace) -> dict:
     report: dict[str, Any] = {
         'command': ' '.join(['av-snn', 'bench', *sys.argv[2:]]) if sys.argv[1:2] == ['bench'] else None,
         'settings': {'threads': args.threads, 'quick': bool(args.quick), 'compile': bool(args.compile),
+                     'omp_wait_policy': os.environ.get('OMP_WAIT_POLICY'),
                      'data_root': str(data_root) if data_root else None},
         'machine': machine_info(),
         'targets': {'optimised_speedup_vs_eager': SPEEDUP_TARGET, 'scmrl_speedup_vs_reference': SPEEDUP_TARGET,

@@ -39,7 +39,8 @@ def test_bench_writes_the_report(tmp_path, data_root, capsys) -> None:
     assert m['model'] == 'misnet_tiny' and m['input']['kind'] == 'real'
     assert m['input']['audio_shape'] == [4, 1, 1, 32, 32]
     assert m['flops_per_call'] > 0 and m['flops_by_op']
-    assert set(m['paths']) == {bench.EAGER, bench.ORT}          # torch.compile is opt-in
+    assert set(m['paths']) == {bench.EAGER, bench.ORT}          # torch.compile is opt-in; 1 thread: no spin variant
+    assert bench.ORT_NOSPIN in m['skipped']
     assert bench.COMPILED in m['skipped']
     for name, entry in m['paths'].items():
         for key in ('p50_ms', 'p95_ms', 'p99_ms', 'speedup_vs_eager_p50', 'fraction_of_gemm_peak', 'build_s'):

@@ -159,7 +159,8 @@ class Probe:
         self.cond = threading.Condition()
         self.classifications: list = []
         self.diagnostics: list[dict[str, str]] = []
-        self.node.create_subscription(Classification, 'classification', self._on_cls, qos.output_qos())
+        self.cls_sub = self.node.create_subscription(Classification, 'classification', self._on_cls,
+                                                     qos.output_qos())
         self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diag, qos.diagnostics_qos())
 
     def _on_cls(self, msg) -> None:
@@ -183,13 +184,24 @@ class Probe:
             if not self.cond.wait_for(lambda: predicate(self), timeout=timeout):
                 raise AssertionError(f'timed out after {timeout} s waiting for {what}')
 
-    def wait_for_subscribers(self, timeout: float = DEFAULT_TIMEOUT_S, compressed: bool = False) -> None:
+    def wait_for_subscribers(self, timeout: float = DEFAULT_TIMEOUT_S, compressed: bool = False,
+                             present: bool = True) -> None:
+        """Wait until the classifier's image and audio subscriptions exist (or, ``present=False``, are gone)."""
         import time
         image_pub = self.compressed_pub if compressed else self.image_pub
         deadline = time.monotonic() + timeout
-        while image_pub.get_subscription_count() < 1 or self.audio_pub.get_subscription_count() < 1:
+
+        def done() -> bool:
+            counts = (image_pub.get_subscription_count(), self.audio_pub.get_subscription_count())
+            if not present:
+                return not any(counts)
+            # also wait for the classifier's output to be discovered: a volatile message published
+            # before discovery completes would be lost
+            return all(c >= 1 for c in counts) and self.cls_sub.get_publisher_count() >= 1
+
+        while not done():
             if time.monotonic() > deadline:
-                raise AssertionError('the classifier did not subscribe to image and audio')
+                raise AssertionError(f'the classifier subscriptions did not {"appear" if present else "go away"}')
             with self.cond:
                 self.cond.wait(0.05)     # graph changes have no callback in rclpy: poll with a timeout
 

@@ -16,6 +16,8 @@ diagnostics; ``deactivate`` stops them and forgets buffered data; ``cleanup`` re
 """
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
 import threading
 import time
@@ -72,7 +74,7 @@ class AvClassifierNode(LifecycleNode):
         self._windower: AudioVisualWindower | None = None
         self._worker: InferenceWorker | None = None
         self._energy = None
-        self._subscriptions: list = []
+        self._sensor_subs: list = []
         self._timer = None
         self._pub_classification = None
         self._pub_diagnostics = None
@@ -168,7 +170,7 @@ class AvClassifierNode(LifecycleNode):
                                                  callback_group=self._intake_group)
         audio_sub = self.create_subscription(_msg('AudioChunk'), AUDIO_TOPIC, self._on_audio, sensor_qos,
                                              callback_group=self._intake_group)
-        self._subscriptions = [image_sub, audio_sub]
+        self._sensor_subs = [image_sub, audio_sub]
         self._timer = self.create_timer(settings.diagnostics_period_s, self._publish_diagnostics,
                                         callback_group=self._timer_group)
         for meter in self.rates.values():
@@ -179,9 +181,9 @@ class AvClassifierNode(LifecycleNode):
         return super().on_activate(state)
 
     def _stop_activity(self) -> None:
-        for sub in self._subscriptions:
+        for sub in self._sensor_subs:
             self.destroy_subscription(sub)
-        self._subscriptions = []
+        self._sensor_subs = []
         if self._timer is not None:
             self.destroy_timer(self._timer)
             self._timer = None
@@ -417,11 +419,28 @@ def start(node: AvClassifierNode) -> bool:
 
 def shutdown_node(node: AvClassifierNode) -> None:
     """Leave the lifecycle cleanly (deactivate/cleanup via the shutdown transition), then destroy."""
-    try:
-        node.trigger_shutdown()
-    except Exception:  # noqa: BLE001 - already finalized or the context is gone
+    state = node._state_machine.current_state[1]
+    if node.context.ok() and state in ('unconfigured', 'inactive', 'active'):
+        node.trigger_shutdown()              # runs on_shutdown, which releases everything
+    else:
+        # Ctrl-C: the context is shutting down and rcl moves the state machine itself; a transition
+        # from here would race it, so only release what the node holds
         node._release()
     node.destroy_node()
+
+
+@contextlib.contextmanager
+def interrupts_ignored():
+    """Ignore Ctrl-C while tearing down: rclpy shuts the context down on SIGINT *and* chains to Python's
+    handler, so a KeyboardInterrupt may surface in the middle of the clean-up otherwise."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
 
 
 def main(args: list[str] | None = None) -> int:
@@ -440,9 +459,10 @@ def main(args: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        executor.shutdown()
-        shutdown_node(node)
-        rclpy.try_shutdown()
+        with interrupts_ignored():
+            executor.shutdown()
+            shutdown_node(node)
+            rclpy.try_shutdown()
     return code
 
 

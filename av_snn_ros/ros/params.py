@@ -161,21 +161,42 @@ def descriptor(spec: ParamSpec):
     return d
 
 
-def declare_parameters(node) -> list[str]:
-    """Declare every parameter on ``node``; return the problems of rejected overrides.
+def declare_parameters_from(node, specs: tuple[ParamSpec, ...], check_values: bool = True) -> list[str]:
+    """Declare ``specs`` on ``node``; return the problems found (empty when all is well).
 
     An override that rclpy rejects (wrong type, outside the advertised range) is replaced by the default
-    and reported here, so ``configure`` fails with a clear message instead of the constructor raising.
+    and reported here, so the caller can fail with a clear message instead of the constructor raising.
+    Overrides naming no declared parameter (a misspelt key in a params file) are reported too.
     """
     from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
     errors = []
-    for spec in param_specs():
+    for spec in specs:
         try:
             node.declare_parameter(spec.name, spec.default, descriptor(spec))
         except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
             errors.append(f'{spec.name}: {exc}')
             node.declare_parameter(spec.name, spec.default, descriptor(spec), ignore_override=True)
+    overrides = getattr(node, '_parameter_overrides', {}) or {}
+    unknown = sorted(name for name in overrides if not node.has_parameter(name))
+    if unknown:
+        valid = ', '.join(s.name for s in specs)
+        errors.append(f'unknown parameter(s) {", ".join(unknown)} for node {node.get_name()}; valid: {valid}')
+    for spec in specs if check_values else ():
+        if not any(e.startswith(spec.name + ':') for e in errors):
+            try:
+                _check(spec, node.get_parameter(spec.name).value)
+            except ValueError as exc:
+                errors.append(str(exc))
     return errors
+
+
+def declare_parameters(node) -> list[str]:
+    """Declare the classifier's parameters (see :func:`declare_parameters_from`).
+
+    Values are checked at every configure instead (they may be changed in between); rejected overrides
+    and unknown names are start-up errors that stay until the node is restarted with fixed parameters.
+    """
+    return declare_parameters_from(node, param_specs(), check_values=False)
 
 
 def read_settings(values: dict[str, Any]) -> NodeSettings:

@@ -32,7 +32,15 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import profiling
+# torch's OpenMP threads spin after each parallel region by default. On shared cores that made 2-thread
+# eager torch 10-50x slower and, in this one process, stole CPU from the path timed next (see
+# docs/performance.md). libgomp reads the policy when torch loads, so it is set here, before the import
+# below; an explicit OMP_WAIT_POLICY in the environment wins and is recorded in the report.
+_OMP_POLICY_PRESET = 'OMP_WAIT_POLICY' in os.environ
+_TORCH_PRELOADED = 'torch' in sys.modules
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+
+from . import profiling  # noqa: E402  (after the OpenMP policy)
 
 DEFAULT_MODELS = ('misnet_xs',)
 DEFAULT_INPUT_SIZE = 128
@@ -354,7 +362,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--batch', type=int, default=DEFAULT_BATCH, help='windows per call')
     parser.add_argument('--threads', type=int, default=DEFAULT_THREADS,
                         help='torch and onnxruntime intra-op threads (default %(default)s); torch\'s OpenMP '
-                             'threads follow OMP_WAIT_POLICY from the environment (see docs/performance.md)')
+                             'threads sleep when idle (OMP_WAIT_POLICY=PASSIVE unless the environment sets it)')
     parser.add_argument('--compile', action='store_true',
                         help='also time torch.compile (inductor; minutes of compilation on 2 cores)')
     parser.add_argument('--no-node', action='store_true',
@@ -391,6 +399,8 @@ def run(args: argparse.Namespace) -> dict:
         'command': ' '.join(['av-snn', 'bench', *sys.argv[2:]]) if sys.argv[1:2] == ['bench'] else None,
         'settings': {'threads': args.threads, 'quick': bool(args.quick), 'compile': bool(args.compile),
                      'omp_wait_policy': os.environ.get('OMP_WAIT_POLICY'),
+                     'omp_wait_policy_source': ('environment' if _OMP_POLICY_PRESET else 'bench default')
+                     + (' (torch was loaded before the bench: may not apply)' if _TORCH_PRELOADED else ''),
                      'data_root': str(data_root) if data_root else None},
         'machine': machine_info(),
         'targets': {'optimised_speedup_vs_eager': SPEEDUP_TARGET, 'scmrl_speedup_vs_reference': SPEEDUP_TARGET,
@@ -458,16 +468,16 @@ def summary(report: dict) -> str:
     for m in report['models']:
         lines.append(f'\n{m["label"]}  {m["parameters"] / 1e6:.2f} M params, '
                      f'{m["flops_per_call"] / 1e9:.2f} GFLOP/call ({m["input"]["kind"]} input)')
-        lines.append(f'  {"path":<16}{"p50 ms":>9}{"p95 ms":>9}{"x eager":>9}{"%GEMM":>7}  agreement')
+        lines.append(f'  {"path":<20}{"p50 ms":>9}{"p95 ms":>9}{"x eager":>9}{"%GEMM":>7}  agreement')
         for name, e in m['paths'].items():
             agree = e.get('agreement_vs_eager')
             agree_s = (f'argmax {"==" if agree["argmax_equal"] else "!="}, max|d| {agree["max_abs_diff"]:.2g}'
                        if agree else '(reference)')
             frac = e['fraction_of_gemm_peak']
-            lines.append(f'  {name:<16}{e["p50_ms"]:9.2f}{e["p95_ms"]:9.2f}{e["speedup_vs_eager_p50"]:9.2f}'
+            lines.append(f'  {name:<20}{e["p50_ms"]:9.2f}{e["p95_ms"]:9.2f}{e["speedup_vs_eager_p50"]:9.2f}'
                          f'{100 * frac if frac else float("nan"):6.1f}%  {agree_s}')
         for name, why in m['skipped'].items():
-            lines.append(f'  {name:<16}skipped: {why}')
+            lines.append(f'  {name:<20}skipped: {why}')
         if 'scmrl_reference' in m:
             r = m['scmrl_reference']
             lines.append(f'  vs S-CMRL reference {r["reference_ms_per_sample"]:.0f} ms/sample: '
@@ -667,9 +677,13 @@ def bench_node(card_path: Path, backend: str, threads: int, seconds: float, data
     domain = private_domain()
     opts = ReplayOptions(bag=Path(bag['bag']), rate=1.0, card=card_path, backend=backend,
                          params_file=params_file, domain_id=domain)
+    # The node process gets the caller's environment, not the bench's own OpenMP default.
+    bench_policy = None if _OMP_POLICY_PRESET else os.environ.pop('OMP_WAIT_POLICY', None)
     try:
         report = run_replay(opts, on_classification=on_classification, on_ready=on_ready)
     finally:
+        if bench_policy is not None:
+            os.environ['OMP_WAIT_POLICY'] = bench_policy
         sampler = holder.get('sampler')
         if sampler is not None:
             sampler.stop()

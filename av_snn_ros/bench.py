@@ -608,6 +608,14 @@ def make_node_bag(out: Path, card, seconds: float, data_root: Path, hop_s: float
             'camera_fps': NODE_FPS, 'audio_rate_hz': cfg.sample_rate, 'audio_chunk_ms': NODE_CHUNK_MS}
 
 
+def classifier_parameters(data: dict, path: Path) -> dict:
+    """The ``ros__parameters`` of the classifier in a params file (key ``av_classifier``, ``/**/av_classifier``...)."""
+    for key, value in (data or {}).items():
+        if str(key).rstrip('/').split('/')[-1] == 'av_classifier' and isinstance(value, dict):
+            return value.setdefault('ros__parameters', {})
+    raise ValueError(f'{path}: no av_classifier section (keys: {", ".join(map(str, data or {}))})')
+
+
 def _params_file(workdir: Path, threads: int, source: Path | None = None) -> tuple[Path, float]:
     """The node parameters (default: the shipped robot file) with this bench's thread budget.
 
@@ -616,8 +624,9 @@ def _params_file(workdir: Path, threads: int, source: Path | None = None) -> tup
     import yaml
 
     from .paths import config_dir
-    data = yaml.safe_load(Path(source or config_dir() / NODE_PARAMS_FILE).read_text())
-    params = data['av_classifier']['ros__parameters']
+    path = Path(source or config_dir() / NODE_PARAMS_FILE)
+    data = yaml.safe_load(path.read_text())
+    params = classifier_parameters(data, path)
     params.setdefault('backend', {})['threads'] = threads
     path = workdir / 'bench_params.yaml'
     path.write_text(yaml.safe_dump(data))

@@ -70,7 +70,8 @@ def trend_mb_per_hour(times_s: list[float], rss_mb: list[float]) -> float | None
 def run(args: argparse.Namespace) -> dict:
     import yaml
 
-    from av_snn_ros.bench import ProcessSampler, _node_process, make_node_bag, private_domain, registry_target
+    from av_snn_ros.bench import (ProcessSampler, _node_process, classifier_parameters, make_node_bag,
+                                  private_domain, registry_target)
     from av_snn_ros.model_card import ModelCard
     from av_snn_ros.paths import config_dir, default_data_root, default_model_card
     from av_snn_ros.replay.replay import ReplayOptions, run_replay
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace) -> dict:
     if data_root is None:
         raise SystemExit('soak: no data root; pass --data-root DIR (with fsdd/ and mnist/)')
     params_path = config_dir() / PARAMS_FILE
-    params = yaml.safe_load(params_path.read_text())['av_classifier']['ros__parameters']
+    params = classifier_parameters(yaml.safe_load(params_path.read_text()), params_path)
     hop_s = float(params['window']['hop_s'])
     with tempfile.TemporaryDirectory(prefix='av-snn-soak-') as tmp:
         workdir = Path(tmp)

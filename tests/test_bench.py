@@ -141,3 +141,21 @@ def test_process_sampler_measures_this_process() -> None:
     cpu = sampler.cpu_percent(t0, time.monotonic())
     assert cpu is not None and cpu > 10.0
     assert all(s[2] > 0 for s in sampler.samples)
+
+
+@pytest.mark.parametrize('key', ['av_classifier', '/**/av_classifier', '/robot/av_classifier'])
+def test_classifier_parameters_from_params_files(tmp_path, key) -> None:
+    data = {'other_node': {'ros__parameters': {'x': 1}}, key: {'ros__parameters': {'window': {'hop_s': 0.25}}}}
+    assert bench.classifier_parameters(data, tmp_path / 'p.yaml') == {'window': {'hop_s': 0.25}}
+    with pytest.raises(ValueError, match='no av_classifier section'):
+        bench.classifier_parameters({'other_node': {}}, tmp_path / 'p.yaml')
+
+
+def test_shipped_params_files_have_a_classifier_section() -> None:
+    import yaml
+
+    from av_snn_ros.paths import config_dir
+    for name in (bench.NODE_PARAMS_FILE, 'replay.yaml'):
+        path = config_dir() / name
+        params = bench.classifier_parameters(yaml.safe_load(path.read_text()), path)
+        assert params['window']['hop_s'] > 0

@@ -99,8 +99,8 @@ def param_specs() -> tuple[ParamSpec, ...]:
         ParamSpec('input.compressed', False, 'Subscribe to image/compressed (sensor_msgs/CompressedImage) '
                   'instead of image (sensor_msgs/Image).', read_only=True),
         ParamSpec('diagnostics.period_s', 1.0, 'Period of the /diagnostics report.', range=(0.1, 3600.0)),
-        ParamSpec('energy.enabled', False, 'Report spike rates and an energy estimate per window (torch '
-                  'backend only; costs one extra pass of bookkeeping per window).'),
+        ParamSpec('energy.enabled', False, 'Report firing rates and an energy estimate per window in '
+                  '/diagnostics (torch backend only, when av_snn_ros.models.energy provides EnergyMeter).'),
         ParamSpec('autostart', False, 'Configure and activate on start-up (for standalone use; leave false '
                   'when launch or a lifecycle manager drives the transitions).'),
     )

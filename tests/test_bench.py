@@ -32,7 +32,7 @@ def test_bench_writes_the_report(tmp_path, data_root, capsys) -> None:
     args = _args(tmp_path, data_root=data_root)
     assert bench.main(args) == 0
     report = json.loads(args.json.read_text())
-    for key in ('machine', 'gemm', 'gemm_end', 'models', 'settings', 'targets'):
+    for key in ('machine', 'gemm', 'gemm_end', 'gemm_peak_gflops', 'models', 'settings', 'targets'):
         assert key in report
     assert report['gemm']['best_gflops'] > 0 and report['gemm']['size'] == profiling.GEMM_SIZE
     (m,) = report['models']

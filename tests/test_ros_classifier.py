@@ -180,3 +180,89 @@ def test_compressed_input_and_other_encodings(ros_context, card, card_path, rec,
         probe.wait_for(lambda p: len(p.classifications) >= SEGMENTS, what='classifications')
     msgs = _by_start(probe.classifications)
     assert [msgs[rec.segment_start(i)].class_id for i in range(SEGMENTS)] == expected
+
+
+# ------------------------------------------------------------------ building blocks of the node (no ROS)
+
+def test_inference_worker_newest_wins_and_counts_drops():
+    import threading
+
+    from av_snn_ros.inference_worker import InferenceWorker
+    started, release = threading.Event(), threading.Event()
+    results = []
+
+    def process(item):
+        if item == 1:
+            started.set()
+            assert release.wait(30)
+        return item * 10
+
+    worker = InferenceWorker(process, lambda item, result: results.append(result))
+    worker.start()
+    worker.submit(1)
+    assert started.wait(30)                   # item 1 is being processed
+    assert worker.submit(2) is True
+    assert worker.submit(3) is False          # replaces 2 before the worker got to it
+    assert worker.submit(4) is False          # replaces 3
+    release.set()
+    assert worker.wait_idle(30)
+    worker.stop()
+    assert results == [10, 40]
+    counts = worker.counters.snapshot()
+    assert counts['dropped_busy'] == 2 and counts['processed'] == 2 and counts['submitted'] == 4
+
+
+def test_inference_worker_queue_and_errors():
+    import threading
+
+    from av_snn_ros.inference_worker import InferenceWorker, Mailbox
+    box = Mailbox(capacity=3)
+    assert [box.put(i) for i in range(5)] == [None, None, None, 0, 1]     # oldest dropped when full
+    assert [box.get(0) for _ in range(3)] == [2, 3, 4]
+    assert box.get(timeout=0.01) is None
+    errors, results = [], []
+    gate = threading.Event()
+
+    def process(item):
+        gate.wait(30)
+        if item == 'bad':
+            raise ValueError('broken window')
+        return item
+
+    worker = InferenceWorker(process, lambda i, r: results.append(r), lambda i, e: errors.append((i, str(e))),
+                             capacity=4)
+    worker.start()
+    for item in ('a', 'bad', 'b'):
+        worker.submit(item)
+    gate.set()
+    assert worker.wait_idle(30)
+    assert worker.stop() == 0
+    assert results == ['a', 'b'] and errors == [('bad', 'broken window')]
+    assert worker.counters.get('errors') == 1 and worker.counters.get('dropped_busy') == 0
+    with pytest.raises(RuntimeError):
+        worker.submit('late')                 # closed after stop
+
+
+def test_runtime_stats_rates_percentiles_and_throttling():
+    from av_snn_ros.runtime_stats import LatencyTracker, RateMeter, ThrottledWarnings
+    now = [100.0]
+    clock = lambda: now[0]  # noqa: E731
+    meter = RateMeter(window_s=2.0, clock=clock)
+    for _ in range(10):
+        now[0] += 0.1
+        meter.tick()
+    assert meter.rate_hz() == pytest.approx(10 / 1.0)        # 10 ticks over the 1 s seen so far
+    now[0] += 5.0
+    assert meter.rate_hz() == 0.0
+    lat = LatencyTracker(maxlen=100)
+    assert lat.percentiles() == {}
+    for v in range(1, 201):
+        lat.add(v / 1000)                                     # keeps the last 100: 0.101 .. 0.200
+    p = lat.percentiles()
+    assert p['p50'] == pytest.approx(0.1505) and p['p99'] == pytest.approx(0.19901)
+    warn = ThrottledWarnings(period_s=10.0, clock=clock)
+    assert warn.check('image_encoding') == 1                  # first occurrence: log
+    assert warn.check('image_encoding') is None               # then quiet within the period
+    assert warn.check('audio_rate') == 1                      # reasons are independent
+    now[0] += 11.0
+    assert warn.check('image_encoding') == 2                  # one line covering both occurrences

@@ -48,7 +48,7 @@ def test_round_trip_real_samples(tmp_path, samples, storage):
     times = [m.time_ns for m, _ in decoded]
     assert times == sorted(times)
     for m, msg in decoded:
-        assert m.time_ns == bag_io.stamp_ns(msg.header.stamp)
+        assert m.time_ns == bag_io.stamp_ns(msg.header.stamp) == bag_io.header_stamp_ns(m.raw)
 
     # audio: contiguous 20 ms chunks from t0, 16 kHz S16LE
     audio = [(bag_io.stamp_ns(msg.header.stamp), msg) for m, msg in decoded if m.topic == bag_io.AUDIO_TOPIC]
@@ -113,6 +113,16 @@ def test_f32le_audio_is_lossless(tmp_path, samples):
     for span, sample in zip(spans, samples):
         got = _segment_audio(decoded, span.start_ns, len(sample.audio), rec.sample_rate)
         np.testing.assert_array_equal(got, sample.audio)
+
+
+def test_header_stamp_from_raw_cdr():
+    import struct
+    be = bytes([0, 0, 0, 0]) + struct.pack('>iI', 12, 345)
+    le = bytes([0, 1, 0, 0]) + struct.pack('<iI', 12, 345)
+    assert bag_io.header_stamp_ns(be) == bag_io.header_stamp_ns(le) == 12 * bag_io.NS_PER_S + 345
+    for bad in (le[:8], bytes([0, 7, 0, 0]) + le[4:]):
+        with pytest.raises(ValueError, match='CDR'):
+            bag_io.header_stamp_ns(bad)
 
 
 def test_float_to_s16_inverts_pcm_to_float():

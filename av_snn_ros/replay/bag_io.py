@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,11 +48,26 @@ AUDIO_ENCODING_S16LE = 'S16LE'
 AUDIO_ENCODING_F32LE = 'F32LE'
 AUDIO_ENCODINGS = (AUDIO_ENCODING_S16LE, AUDIO_ENCODING_F32LE)
 _S16_SCALE = 32768.0                  # pcm_to_float divides S16 by this
+_CDR_HEADER_BYTES = 4                 # encapsulation: representation id (2 B) + options (2 B)
+_CDR_BE, _CDR_LE = 0, 1               # second byte of the representation id (plain CDR)
+_CDR_STAMP_END = _CDR_HEADER_BYTES + 8
 
 
 def stamp_ns(stamp: Any) -> int:
     """A ``builtin_interfaces/Time`` (rosbags or rclpy message) -> integer nanoseconds."""
     return int(stamp.sec) * NS_PER_S + int(stamp.nanosec)
+
+
+def header_stamp_ns(raw: bytes) -> int:
+    """Header stamp of a CDR-serialized message whose first field is ``std_msgs/Header``.
+
+    Reads only the 12 bytes after the encapsulation header (sec int32, nanosec uint32), so a player can
+    pace and measure by sensor time without deserializing images.
+    """
+    if len(raw) < _CDR_STAMP_END or raw[0] != 0 or raw[1] not in (_CDR_BE, _CDR_LE):
+        raise ValueError('not a CDR message with a leading std_msgs/Header')
+    sec, nanosec = struct.unpack_from('<iI' if raw[1] == _CDR_LE else '>iI', raw, _CDR_HEADER_BYTES)
+    return sec * NS_PER_S + nanosec
 
 
 def find_msg_dir() -> Path:

@@ -257,14 +257,16 @@ class _Player:
                               if m in (bag_io.IMAGE_TYPE, bag_io.COMPRESSED_IMAGE_TYPE, bag_io.AUDIO_TYPE)}
         self.collector, self.opts = collector, opts
         self.alive: Callable[[], None] = lambda: None     # raises when the classifier died (set by run)
-        self.sent_stamps: list[int] = []        # receive stamps of sensor messages, publish order
+        self.sent_stamps: list[int] = []        # header stamps of sensor messages, publish order
         self.sent_wall: list[int] = []          # monotonic ns of each publish
+        self._completion: tuple[list[int], list[int]] | None = None
         self.flow_wait_s = 0.0
         self.stalls = 0
         self._granted_ns = 0
         self.published = 0
+        self.unreadable = 0                     # sensor messages without a readable header stamp
 
-    def _wait_for_window(self, stamp_ns: int, first_ns: int, window_ns: int) -> None:
+    def _wait_for_window(self, stamp_ns: int, first_stamp_ns: int, window_ns: int) -> None:
         """Block while ``stamp_ns`` is more than the lookahead past the newest classified window.
 
         After ``stall_timeout_s`` without a new classification (the node dropped windows, or has none
@@ -276,7 +278,7 @@ class _Player:
         last_progress, last_count = started, len(c.received)
         with c.cond:
             while True:
-                newest = max(c.newest_end_ns if c.newest_end_ns is not None else first_ns + window_ns,
+                newest = max(c.newest_end_ns if c.newest_end_ns is not None else first_stamp_ns + window_ns,
                              self._granted_ns)
                 if stamp_ns <= newest + lookahead:
                     break
@@ -292,14 +294,22 @@ class _Player:
 
     def play(self, reader: bag_io.BagReader, window_ns: int) -> None:
         rate = self.opts.rate
-        first_ns = wall0 = None
+        first_ns = wall0 = first_stamp = None      # pacing follows receive time, flow control sensor time
         paused_ns = 0
         for message in reader.messages(list(self.publishers)):
             if first_ns is None:
                 first_ns, wall0 = message.time_ns, time.monotonic_ns()
+            stamp = None
             if message.topic in self.sensor_topics:
+                # sensor time (header stamp), as the node windows by it; a robot's receive time lags it
+                try:
+                    stamp = bag_io.header_stamp_ns(message.raw)
+                except ValueError:
+                    self.unreadable += 1     # still published: the node counts and drops what it cannot read
+            if stamp is not None:
+                first_stamp = stamp if first_stamp is None else first_stamp
                 before = time.monotonic_ns()
-                self._wait_for_window(message.time_ns, first_ns, window_ns)
+                self._wait_for_window(stamp, first_stamp, window_ns)
                 paused_ns += time.monotonic_ns() - before      # flow-control waits shift the clock
             if rate is not None:
                 target = wall0 + paused_ns + int((message.time_ns - first_ns) / rate)
@@ -308,14 +318,24 @@ class _Player:
                     self.alive()
             self.publishers[message.topic].publish(message.raw)
             self.published += 1
-            if message.topic in self.sensor_topics:
-                self.sent_stamps.append(message.time_ns)
+            if stamp is not None:
+                self.sent_stamps.append(stamp)
                 self.sent_wall.append(time.monotonic_ns())
 
     def completion_time(self, end_ns: int) -> int | None:
-        """Publish time of the last sensor message stamped before ``end_ns``."""
-        i = bisect.bisect_left(self.sent_stamps, end_ns) - 1
-        return self.sent_wall[i] if i >= 0 else None
+        """When the last sensor message stamped before ``end_ns`` was published (None if none was).
+
+        Streams interleave by receive time, so header stamps need not be sorted in publish order: the
+        answer is the latest publish time among all messages stamped before ``end_ns``.
+        """
+        if self._completion is None or len(self._completion[0]) != len(self.sent_stamps):
+            order = sorted(range(len(self.sent_stamps)), key=self.sent_stamps.__getitem__)
+            stamps = [self.sent_stamps[i] for i in order]
+            latest = list(itertools.accumulate((self.sent_wall[i] for i in order), max))
+            self._completion = (stamps, latest)
+        stamps, latest = self._completion
+        i = bisect.bisect_left(stamps, end_ns) - 1
+        return latest[i] if i >= 0 else None
 
 
 def run_replay(opts: ReplayOptions, on_classification: Callable[[Received], None] | None = None,
@@ -393,7 +413,7 @@ def run_replay(opts: ReplayOptions, on_classification: Callable[[Received], None
                 on_ready()
             wall_start = time.monotonic()
             player.play(reader, window_ns)
-            last_stamp = player.sent_stamps[-1] if player.sent_stamps else None
+            last_stamp = max(player.sent_stamps, default=None)
             _drain(collector, spans, last_stamp, opts.drain_timeout_s, alive)
             wall_s = time.monotonic() - wall_start
         finally:
@@ -558,6 +578,7 @@ def _report(opts, card, params_file, spans, samples, collector, player, wall_s, 
         'namespace': opts.namespace,
         'wall_time_s': wall_s,
         'messages_published': player.published,
+        'messages_without_stamp': player.unreadable,
         'classifications_received': len(collector.received),
         'classifications_per_s': len(collector.received) / wall_s if wall_s > 0 else None,
         'flow_control_wait_s': player.flow_wait_s,

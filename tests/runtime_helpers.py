@@ -31,13 +31,12 @@ def make_card(tmp_path_factory) -> Path:
 
 
 def _bn_calibrated(model, cfg: PreprocessConfig, windows: int = 10) -> dict:
-    """Fresh weights with BatchNorm statistics measured on real training windows.
-
-    Untrained BN statistics leave every LIF layer silent on real inputs, so all outputs would equal the
-    biases; calibrated statistics make the untrained model's outputs depend on its input.
-    """
+    """Fresh weights with BatchNorm statistics measured on real training windows (the model zoo's
+    ``calibrate_batchnorm``): untrained statistics leave every LIF layer silent, so all outputs would
+    equal the biases; calibrated ones make the untrained model's outputs depend on its input."""
     import torch
 
+    from av_snn_ros.models import calibrate_batchnorm
     from av_snn_ros.paths import default_data_root
     from av_snn_training.data.av_digits import AVDigits
     root = default_data_root()
@@ -46,14 +45,7 @@ def _bn_calibrated(model, cfg: PreprocessConfig, windows: int = 10) -> dict:
     ds = AVDigits(root, 'train', cfg=cfg, num=windows)
     audio = torch.stack([ds[i][0] for i in range(windows)], dim=1)      # (T, B, 1, Ha, Wa)
     visual = torch.stack([ds[i][1] for i in range(windows)], dim=1)     # (T, B, C, Hv, Wv)
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None                                           # cumulative average
-    model.train()
-    with torch.no_grad():
-        model(audio, visual)
-    model.eval()
+    calibrate_batchnorm(model, [(audio, visual)])
     return model.state_dict()
 
 

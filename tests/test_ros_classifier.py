@@ -60,7 +60,7 @@ def _by_start(msgs):
 
 
 def test_classifications_equal_offline_evaluation(ros_context, card, card_path, rec, scores, expected):
-    node = classifier(ros_context, card_path, REPLAY)
+    node = classifier(ros_context, card_path, {**REPLAY, 'energy.enabled': True})
     probe = Probe(ros_context)
     with Spinner(ros_context, node, probe.node):
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
@@ -98,6 +98,8 @@ def test_classifications_equal_offline_evaluation(ros_context, card, card_path, 
     assert diag['backend'] == 'torch'
     assert 'latency.inference_p50_s' in diag and 'latency.inference_p99_s' in diag
     assert float(diag['rate.audio_hz']) > 0
+    # energy per window from the model zoo's meter (torch backend)
+    assert float(diag['energy.energy_mj']) > 0 and 0 < float(diag['energy.firing_rate']) < 1
 
 
 def _bad_images(stamp):

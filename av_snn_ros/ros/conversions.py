@@ -149,7 +149,7 @@ def audio_to_array(msg) -> tuple[int, np.ndarray, int]:
     """``av_snn_msgs/AudioChunk`` -> ``(stamp_ns of the first sample, mono float32, sample_rate)``.
 
     Raises :class:`MessageError` with reason ``audio_rate``, ``audio_channels``, ``audio_encoding``,
-    ``audio_size`` or ``audio_nonfinite``.
+    ``audio_empty``, ``audio_size`` or ``audio_nonfinite``.
     """
     rate, channels = int(msg.sample_rate), int(msg.channels)
     if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
@@ -161,6 +161,8 @@ def audio_to_array(msg) -> tuple[int, np.ndarray, int]:
     if width is None:
         raise MessageError('audio_encoding', f'unsupported audio encoding {msg.encoding!r} (use S16LE or F32LE)')
     data = _buffer(msg.data)
+    if data.size == 0:
+        raise MessageError('audio_empty', 'audio chunk carries no samples')
     if data.size % (width * channels):
         raise MessageError('audio_size', f'{data.size} bytes is not a whole number of {channels}-channel '
                            f'{enc} frames ({width * channels} bytes each)')

@@ -205,6 +205,8 @@ class AvClassifierNode(LifecycleNode):
             if pub is not None:
                 self.destroy_lifecycle_publisher(pub)
         self._pub_classification = self._pub_diagnostics = None
+        if self._energy is not None and hasattr(self._energy, 'close'):
+            self._energy.close()              # removes its forward hooks from the model
         if self.choice is not None:
             self.choice.backend.close()
         self.choice = self.card = self.settings = self._predictor = self._energy = None

@@ -268,3 +268,48 @@ def test_runtime_stats_rates_percentiles_and_throttling():
     assert warn.check('audio_rate') == 1                      # reasons are independent
     now[0] += 11.0
     assert warn.check('image_encoding') == 2                  # one line covering both occurrences
+
+
+@pytest.mark.parametrize('encoding', ['rgb8', 'bgr8', 'rgba8', 'bgra8', 'mono8', 'mono16_le', 'mono16_be'])
+def test_image_conversion_honours_encoding_step_and_endianness(encoding):
+    from sensor_msgs.msg import Image
+
+    from av_snn_ros.ros.conversions import image_to_array, ns_to_stamp
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    gray = rgb[:, :, 0]
+    pad = 3                                            # bytes of row padding (step > width * bpp)
+    if encoding.startswith('mono16'):
+        big = encoding.endswith('be')
+        wide = gray.astype(np.uint16) * 256 + 17      # high byte = the gray value
+        pixels = wide.astype('>u2' if big else '<u2').view(np.uint8).reshape(5, 14)
+        name, expected = 'mono16', gray
+    else:
+        name, big = encoding, False
+        order = {'rgb8': [0, 1, 2], 'bgr8': [2, 1, 0], 'rgba8': [0, 1, 2, 0], 'bgra8': [2, 1, 0, 0]}
+        pixels = gray if encoding == 'mono8' else rgb[:, :, order[encoding]].reshape(5, -1)
+        expected = gray if encoding == 'mono8' else rgb
+    rows = np.zeros((5, pixels.shape[1] + pad), np.uint8)
+    rows[:, :pixels.shape[1]] = pixels
+    msg = Image(height=5, width=7, encoding=name, is_bigendian=int(big), step=rows.shape[1], data=rows.tobytes())
+    msg.header.stamp = ns_to_stamp(1_234_567_890_123)
+    stamp, frame = image_to_array(msg)
+    assert stamp == 1_234_567_890_123
+    np.testing.assert_array_equal(frame, expected)
+    assert frame.flags.c_contiguous and frame.dtype == np.uint8
+
+
+def test_audio_conversion_mixes_channels_and_round_trips():
+    from av_snn_ros.ros.conversions import MessageError, array_to_audio, audio_to_array
+    rng = np.random.default_rng(2)
+    stereo = rng.uniform(-0.5, 0.5, (160, 2)).astype(np.float32)
+    msg = array_to_audio(stereo, 42, 48000, 'F32LE', channels=2)
+    stamp, mono, rate = audio_to_array(msg)
+    assert (stamp, rate) == (42, 48000)
+    np.testing.assert_allclose(mono, stereo.mean(axis=1), atol=1e-7)
+    msg = array_to_audio(stereo[:, 0], 42, 16000, 'S16LE')
+    np.testing.assert_allclose(audio_to_array(msg)[1], stereo[:, 0], atol=1 / 32768)
+    msg.channels = 0
+    with pytest.raises(MessageError) as err:
+        audio_to_array(msg)
+    assert err.value.reason == 'audio_channels'

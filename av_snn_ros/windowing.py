@@ -48,7 +48,6 @@ import bisect
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -575,8 +574,3 @@ class AudioVisualWindower:
             self.counters[f'windows_flagged_{flag}'] += 1
         return Window(start_ns=start, end_ns=end, audio=audio, frames=list(frames), flags=flags)
 
-
-def window_starts(first_ns: int, last_ns: int, hop_ns: int) -> Sequence[int]:
-    """Grid window starts in ``[first_ns, last_ns]`` (a helper for tests and replay scoring)."""
-    k0 = -((-first_ns) // hop_ns)
-    return range(k0 * hop_ns, last_ns + 1, hop_ns)

@@ -8,7 +8,6 @@ warns about (throttled), never an unhandled exception.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from builtin_interfaces.msg import Time
@@ -252,8 +251,3 @@ def array_to_audio(samples: np.ndarray, stamp_ns: int, sample_rate: int, encodin
     msg.data = data
     return msg
 
-
-def labels_summary(labels: Sequence[str], limit: int = 12) -> str:
-    """A short printable label list for logs."""
-    shown = ', '.join(labels[:limit])
-    return shown + (f', ... ({len(labels)} labels)' if len(labels) > limit else '')

@@ -313,3 +313,31 @@ def test_audio_conversion_mixes_channels_and_round_trips():
     with pytest.raises(MessageError) as err:
         audio_to_array(msg)
     assert err.value.reason == 'audio_channels'
+
+
+def test_inference_error_is_counted_reported_and_not_fatal(ros_context, card, card_path, rec, expected):
+    node = classifier(ros_context, card_path, REPLAY)
+    probe = Probe(ros_context)
+    with Spinner(ros_context, node, probe.node):
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        real = node._predictor
+        calls = []
+
+        def flaky(window):                     # the backend fails on the second window only
+            calls.append(window.start_ns)
+            if len(calls) == 2:
+                raise RuntimeError('CUDA error: an illegal memory access was encountered')
+            return real(window)
+
+        node._predictor = flaky
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        probe.wait_for_subscribers()
+        probe.publish_events(robot_stream(rec, card.preprocessing, fps=20))
+        probe.wait_for(lambda p: len(p.classifications) >= SEGMENTS - 1, what='the other windows')
+        probe.wait_for(lambda p: any(d['_level'] == b'\x02' for d in p.diagnostics), what='an ERROR report')
+        probe.wait_for(lambda p: p.diagnostics[-1].get('drop.inference_error') == '1', what='the error counted')
+    published = {stamp_to_ns(m.window_start) for m in probe.classifications}
+    assert published == {rec.segment_start(i) for i in range(SEGMENTS)} - {calls[1]}
+    error_report = next(d for d in probe.diagnostics if d['_level'] == b'\x02')
+    assert 'inference failed for 1 window' in error_report['_message']
+    assert probe.latest_diagnostics()['windows_dropped'] == '1'

@@ -81,6 +81,7 @@ class AvClassifierNode(LifecycleNode):
         self._frame_id = ''
         self._last_classified = time.monotonic()
         self._last_energy: dict[str, float] | None = None
+        self._reported_errors = 0              # inference errors already reported in /diagnostics
 
     # --------------------------------------------------------------------------------------- lifecycle
 
@@ -386,6 +387,10 @@ class AvClassifierNode(LifecycleNode):
         pub.publish(array)
 
     def _health(self, values: dict[str, str]) -> tuple[bytes, str]:
+        errors = int(values.get('drop.inference_error', 0))
+        new_errors, self._reported_errors = errors - self._reported_errors, errors
+        if new_errors > 0:
+            return _ERROR, f'inference failed for {new_errors} window(s) since the last report (see the log)'
         image_hz, audio_hz = float(values['rate.image_hz']), float(values['rate.audio_hz'])
         if image_hz == 0 and audio_hz == 0:
             return _WARN, 'no input: nothing received on image or audio'

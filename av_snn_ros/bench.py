@@ -51,8 +51,9 @@ MIN_TIME_S = 6.0                 # interleaved timing budget per model (all path
 QUICK_MIN_TIME_S = 1.0
 MIN_ROUNDS, QUICK_MIN_ROUNDS = 10, 3
 PROFILE_ITERATIONS, QUICK_PROFILE_ITERATIONS = 3, 1
-GEMM_REPEATS = 10               # products per GEMM measurement (the best one counts)
+GEMM_REPEATS, QUICK_GEMM_REPEATS = 10, 3    # products per GEMM measurement (the best one counts)
 CALIBRATION_PASSES = 3           # BN statistics passes for an untrained registry model
+CALIBRATION_NOISE = 0.1          # std of the noise added to the bench input for those passes
 #: S-CMRL's reference implementation, E=256, T=4, 128x128, batch 1, 2 cores (notes/s-cmrl-architecture.md)
 SCMRL_REFERENCE_MS = 160.0
 SCMRL_FAMILY = 'scmrl'
@@ -130,29 +131,18 @@ def _inputs(pre_cfg, batch: int, data_root: Path | None, seed: int = 0) -> tuple
 def _calibrate_batchnorm(model, audio: np.ndarray, visual: np.ndarray, passes: int = CALIBRATION_PASSES) -> None:
     """Give an untrained model data-driven BN statistics so spikes reach the head.
 
-    With default initialisation the spikes of a fresh SNN can die out before the head (all logits 0),
-    which would make the agreement check vacuous. Running statistics are reset and accumulated as a
-    plain average over ``passes`` forward passes of the bench input plus small noise.
+    With default initialisation the spikes of a fresh SNN die out before the head (all logits 0), which
+    would make the agreement check vacuous. The model zoo's calibration averages the statistics over
+    ``passes`` batches: the bench input plus small seeded noise.
     """
     import torch
-    import torch.nn as nn
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None                       # cumulative average over the passes
+
+    from .models.blocks import calibrate_batchnorm
     gen = torch.Generator().manual_seed(0)
-    model.train()
-    try:
-        with torch.no_grad():
-            for _ in range(passes):
-                a = torch.from_numpy(audio)
-                v = torch.from_numpy(visual)
-                model(a + 0.1 * torch.randn(a.shape, generator=gen), v + 0.1 * torch.randn(v.shape, generator=gen))
-    finally:
-        for m, mom in zip(norms, momenta):
-            m.momentum = mom
-        model.eval()
+    a, v = torch.from_numpy(audio), torch.from_numpy(visual)
+    batches = [(a + CALIBRATION_NOISE * torch.randn(a.shape, generator=gen),
+                v + CALIBRATION_NOISE * torch.randn(v.shape, generator=gen)) for _ in range(passes)]
+    calibrate_batchnorm(model, batches)
 
 
 def card_target(card_path: Path, batch: int, data_root: Path | None) -> Target:
@@ -405,7 +395,8 @@ def run(args: argparse.Namespace) -> dict:
         'targets': {'optimised_speedup_vs_eager': SPEEDUP_TARGET, 'scmrl_speedup_vs_reference': SPEEDUP_TARGET,
                     'node_p99_over_inference_ms': 10.0, 'node_dropped_windows': 0},
     }
-    report['gemm'] = profiling.measure_gemm_gflops(repeats=GEMM_REPEATS)
+    gemm_repeats = QUICK_GEMM_REPEATS if args.quick else GEMM_REPEATS
+    report['gemm'] = profiling.measure_gemm_gflops(repeats=gemm_repeats)
     models: list[dict] = []
     skipped: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix='av-snn-bench-') as tmp:
@@ -425,12 +416,12 @@ def run(args: argparse.Namespace) -> dict:
             target = make()
             print(f'av-snn bench: {target.label} ...', file=sys.stderr, flush=True)
             models.append(bench_target(target, args.threads, args.compile, args.quick))
-            gemm_runs.append(profiling.measure_gemm_gflops(repeats=GEMM_REPEATS))
+            gemm_runs.append(profiling.measure_gemm_gflops(repeats=gemm_repeats))
         report['models'] = models
         report['skipped'] = skipped
         if not args.no_node:
             report['node'] = _node_section(args, data_root, Path(tmp), models)
-    gemm_runs.append(profiling.measure_gemm_gflops(repeats=GEMM_REPEATS))
+    gemm_runs.append(profiling.measure_gemm_gflops(repeats=gemm_repeats))
     report['gemm_end'] = gemm_runs[-1]
     # The machine's peak is the best product seen in the whole run (a shared machine depresses single
     # measurements); every path's achieved throughput is a fraction of that.
@@ -758,12 +749,13 @@ def node_summary(node: dict) -> str:
     lat = node.get('end_to_end_latency_ms') or {}
     inf = node.get('node_inference_latency_s') or {}
     cpu = node.get('node_cpu_percent')
+    nan = float('nan')
     return (f'\nnode ({node["model"]}, backend {node["backend"]}, real time {node["input"]["seconds"]:.0f} s, '
             f'camera {node["input"]["camera_fps"]:g} fps, audio {node["input"]["audio_rate_hz"]} Hz):\n'
             f'  windows {node["windows_received"]}/{node["windows_expected"]} (missed {node["windows_missed"]}), '
             f'output {node["mean_output_rate_hz"] or float("nan"):.2f} Hz '
             f'(expected {node["expected_output_rate_hz"]:.2f})\n'
-            f'  end-to-end latency p50 {lat.get("p50_ms", float("nan")):.1f} ms, p99 {lat.get("p99_ms", float("nan")):.1f} ms; '
-            f'node inference p50 {1000 * inf.get("p50_s", float("nan")):.1f} ms, '
-            f'p99 {1000 * inf.get("p99_s", float("nan")):.1f} ms; node CPU '
+            f'  end-to-end latency p50 {lat.get("p50_ms", nan):.1f} ms, p99 {lat.get("p99_ms", nan):.1f} ms; '
+            f'node inference p50 {1000 * inf.get("p50_s", nan):.1f} ms, '
+            f'p99 {1000 * inf.get("p99_s", nan):.1f} ms; node CPU '
             f'{cpu if cpu is None else round(cpu, 1)} %')

@@ -459,6 +459,9 @@ def _train(cfg: TrainConfig, ctx: D.DistContext, data_root: Path, resume: bool,
              f'{sum(p.numel() for p in model.parameters()):,}', ctx.device, ctx.world_size)
 
     start_epoch, history, best = 0, [], None
+    if not resume and ctx.is_main and (out_dir / LAST_CHECKPOINT).exists():
+        log.warning('%s holds an earlier run: starting over and overwriting it (use --resume to continue it)',
+                    out_dir)
     if resume:
         ckpt = load_checkpoint(out_dir / LAST_CHECKPOINT)
         from .recipe import check_resume_compatible

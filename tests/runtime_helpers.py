@@ -144,6 +144,9 @@ class Probe:
         from av_snn_ros.ros import qos
         import threading
         self.node = Node('test_probe', namespace=namespace, context=context)
+        ns = namespace.strip('/')
+        self._diag_prefix = f'{ns}/av_classifier:' if ns else 'av_classifier:'
+        self.namespace = namespace
         sensor = qos.driver_qos(depth) if reliable_sensors else qos.sensor_qos('best_effort', depth)
         self.image_pub = self.node.create_publisher(Image, 'image', sensor)
         self.compressed_pub = self.node.create_publisher(CompressedImage, 'image/compressed', sensor)
@@ -163,7 +166,7 @@ class Probe:
     def _on_diag(self, msg) -> None:
         with self.cond:
             for status in msg.status:
-                if 'av_classifier' in status.name:
+                if status.name.startswith(self._diag_prefix):     # only our classifier's reports
                     values = {kv.key: kv.value for kv in status.values}
                     values['_level'] = status.level
                     values['_message'] = status.message
@@ -235,11 +238,23 @@ class Spinner:
         self.thread.join(10)
 
 
-def classifier(context, card_path, overrides: dict | None = None):
+def private_namespace(prefix: str = 'test') -> str:
+    """A namespace no other test run on this machine uses (they may share the ROS domain by chance)."""
+    import uuid
+    return f'/{prefix}_{uuid.uuid4().hex[:8]}'
+
+
+def classifier(context, card_path, overrides: dict | None = None, namespace: str = ''):
     """An ``AvClassifierNode`` with parameter overrides (``{'window.hop_s': 1.0, ...}``)."""
     from rclpy.parameter import Parameter
 
     from av_snn_ros.ros.classifier_node import AvClassifierNode
     values = {'model.card': str(card_path), **(overrides or {})}
-    return AvClassifierNode(context=context,
+    return AvClassifierNode(context=context, namespace=namespace,
                             parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
+
+
+def isolated(context, card_path, overrides: dict | None = None, prefix: str = 'test'):
+    """A classifier and a :class:`Probe` in a private namespace of their own."""
+    ns = private_namespace(prefix)
+    return classifier(context, card_path, overrides, namespace=ns), Probe(context, namespace=ns)

@@ -17,7 +17,7 @@ from av_snn_ros.ros import qos
 from av_snn_ros.ros.conversions import audio_to_array, compressed_image_to_array, image_to_array, stamp_to_ns
 from av_snn_ros.ros.drivers import DeviceError
 from av_snn_ros.ros.microphone_node import ChunkStamper
-from runtime_helpers import DEFAULT_TIMEOUT_S, Spinner
+from runtime_helpers import DEFAULT_TIMEOUT_S, Spinner, private_namespace
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NS = 1_000_000_000
@@ -68,10 +68,11 @@ def test_camera_publishes_every_frame_of_a_video_file(ros_context, video, compre
 
     from av_snn_ros.ros.camera_node import CameraNode
     path, frames = video
-    node = CameraNode(context=ros_context, parameter_overrides=[
+    ns = private_namespace('camera')
+    node = CameraNode(context=ros_context, namespace=ns, parameter_overrides=[
         Parameter('device', value=str(path)), Parameter('fps', value=60.0),
         Parameter('compressed', value=compressed), Parameter('qos.depth', value=100)])
-    listener = Node('camera_listener', context=ros_context)
+    listener = Node('camera_listener', namespace=ns, context=ros_context)
     got = _Collector()
     if compressed:
         listener.create_subscription(CompressedImage, 'image/compressed', got, qos.driver_qos(100))
@@ -187,8 +188,9 @@ def test_microphone_publishes_contiguous_stamped_chunks(ros_context, monkeypatch
 
     from av_snn_ros.ros.microphone_node import MicrophoneNode
     monkeypatch.setitem(sys.modules, 'sounddevice', _fake_sounddevice(speech, overflow_block=15))
-    node = MicrophoneNode(context=ros_context, parameter_overrides=[Parameter('qos.depth', value=100)])
-    listener = Node('mic_listener', context=ros_context)
+    ns = private_namespace('mic')
+    node = MicrophoneNode(context=ros_context, namespace=ns, parameter_overrides=[Parameter('qos.depth', value=100)])
+    listener = Node('mic_listener', namespace=ns, context=ros_context)
     got = _Collector()
     listener.create_subscription(AudioChunk, 'audio', got, qos.driver_qos(100))
     n_chunks = len(speech) // 320

@@ -7,8 +7,7 @@ from rclpy.lifecycle import TransitionCallbackReturn
 
 from av_snn_ros.model_card import ModelCard
 from av_snn_ros.ros.conversions import stamp_to_ns
-from runtime_helpers import (Probe, Spinner, classifier, make_card, offline_scores, recording,
-                             robot_stream)
+from runtime_helpers import Spinner, isolated, make_card, offline_scores, recording, robot_stream
 
 SEGMENTS = 5
 POOL = 16          # test samples searched for varied predictions
@@ -60,8 +59,7 @@ def _by_start(msgs):
 
 
 def test_classifications_equal_offline_evaluation(ros_context, card, card_path, rec, scores, expected):
-    node = classifier(ros_context, card_path, {**REPLAY, 'energy.enabled': True})
-    probe = Probe(ros_context)
+    node, probe = isolated(ros_context, card_path, {**REPLAY, 'energy.enabled': True})
     with Spinner(ros_context, node, probe.node):
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
@@ -133,8 +131,7 @@ def _bad_audio(stamp):
 
 
 def test_bad_messages_are_dropped_counted_and_node_keeps_working(ros_context, card, card_path, rec, expected):
-    node = classifier(ros_context, card_path, REPLAY)
-    probe = Probe(ros_context)
+    node, probe = isolated(ros_context, card_path, REPLAY)
     events = robot_stream(rec, card.preprocessing, fps=20)
     mid = len(events) // 2
     bad_stamp = events[mid][0]
@@ -164,8 +161,7 @@ def test_compressed_input_and_other_encodings(ros_context, card, card_path, rec,
     import cv2
     from sensor_msgs.msg import CompressedImage
     from av_snn_ros.ros.conversions import array_to_audio, ns_to_stamp
-    node = classifier(ros_context, card_path, {**REPLAY, 'input.compressed': True})
-    probe = Probe(ros_context)
+    node, probe = isolated(ros_context, card_path, {**REPLAY, 'input.compressed': True})
     with Spinner(ros_context, node, probe.node):
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
@@ -316,8 +312,7 @@ def test_audio_conversion_mixes_channels_and_round_trips():
 
 
 def test_inference_error_is_counted_reported_and_not_fatal(ros_context, card, card_path, rec, expected):
-    node = classifier(ros_context, card_path, REPLAY)
-    probe = Probe(ros_context)
+    node, probe = isolated(ros_context, card_path, REPLAY)
     with Spinner(ros_context, node, probe.node):
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         real = node._predictor

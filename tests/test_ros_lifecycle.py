@@ -15,8 +15,8 @@ from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.node import Node
 
 from av_snn_ros.model_card import ModelCard
-from runtime_helpers import (DEFAULT_TIMEOUT_S, Probe, Spinner, classifier, make_card, recording,
-                             robot_stream)
+from runtime_helpers import (DEFAULT_TIMEOUT_S, Probe, Spinner, classifier, isolated, make_card,
+                             private_namespace, recording, robot_stream)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = {'window.hop_s': 1.0, 'qos.sensor.reliability': 'reliable', 'qos.sensor.depth': 2000,
@@ -54,10 +54,9 @@ def _state(node, client) -> int:
 
 
 def test_transitions_over_change_state_service(ros_context, card_path, events):
-    node = classifier(ros_context, card_path, FAST)
-    probe = Probe(ros_context)
-    change = probe.node.create_client(ChangeState, '/av_classifier/change_state')
-    get = probe.node.create_client(GetState, '/av_classifier/get_state')
+    node, probe = isolated(ros_context, card_path, FAST)
+    change = probe.node.create_client(ChangeState, 'av_classifier/change_state')
+    get = probe.node.create_client(GetState, 'av_classifier/get_state')
     with Spinner(ros_context, node, probe.node):
         assert _state(probe.node, get) == State.PRIMARY_STATE_UNCONFIGURED
         assert probe.image_pub.get_subscription_count() == 0
@@ -138,22 +137,23 @@ def test_av_snn_run_classifier_in_its_own_process(ros_context, card_path, events
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, 'training'),
                                                       os.environ.get('PYTHONPATH', '')]),
                PYTHONUNBUFFERED='1')
+    ns = private_namespace('robot')
     cmd = [sys.executable, '-m', 'av_snn_ros.cli', 'run', '--classifier-only',
            '--params-file', os.path.join(REPO, 'config', 'replay.yaml'),
-           '--remap', 'image:=/cam/image', '--remap', 'audio:=/mic/audio', '--namespace', 'robot1',
+           '--remap', f'image:={ns}/cam/image', '--remap', f'audio:={ns}/mic/audio', '--namespace', ns,
            '-p', f'model.card:={card_path}', '-p', 'window.hop_s:=1.0', '-p', 'window.max_buffer_s:=30.0',
            '-p', 'backend.name:=onnxruntime']
     log = open(tmp_path / 'node.log', 'w+')
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        probe = Probe(ros_context)
-        # the probe publishes on the remapped absolute topics; the node lives in /robot1
+        probe = Probe(ros_context, namespace=ns)
+        # the probe publishes on the remapped absolute topics; the node lives in the namespace
         from av_snn_msgs.msg import AudioChunk, Classification
         from sensor_msgs.msg import Image
         from av_snn_ros.ros import qos
-        probe.image_pub = probe.node.create_publisher(Image, '/cam/image', qos.driver_qos(1000))
-        probe.audio_pub = probe.node.create_publisher(AudioChunk, '/mic/audio', qos.driver_qos(1000))
-        probe.cls_sub = probe.node.create_subscription(Classification, '/robot1/classification', probe._on_cls,
+        probe.image_pub = probe.node.create_publisher(Image, f'{ns}/cam/image', qos.driver_qos(1000))
+        probe.audio_pub = probe.node.create_publisher(AudioChunk, f'{ns}/mic/audio', qos.driver_qos(1000))
+        probe.cls_sub = probe.node.create_subscription(Classification, f'{ns}/classification', probe._on_cls,
                                                        qos.output_qos())
         with Spinner(ros_context, probe.node):
             probe.wait_for_subscribers(timeout=120)      # the child imports torch and loads the model
@@ -169,5 +169,6 @@ def test_av_snn_run_classifier_in_its_own_process(ros_context, card_path, events
         log.seek(0)
         output = log.read()
         log.close()
+        print(f'--- av-snn run output ---\n{output}')      # shown by pytest when the test fails
     assert 'Traceback' not in output, output
     assert all(m.model_name for m in probe.classifications)

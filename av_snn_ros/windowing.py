@@ -39,8 +39,9 @@ Clock jumps
     A stamp more than ``max_buffer_s`` after or more than one window length before a stream's newest data
     is a clock jump (bag loop, simulation reset, clock step, long outage): that stream's buffer is cleared,
     the other stream's buffer is kept only if its newest data is within a window length of the new time,
-    and the window grid restarts (an outage of one stream keeps the grid, so its windows count as missing). Nothing here raises on
-    bad timing; every anomaly increments a counter in :attr:`AudioVisualWindower.counters`.
+    and the window grid restarts (an outage of one stream keeps the grid, so its windows count as
+    missing). Nothing here raises on bad timing; every anomaly increments a counter in
+    :attr:`AudioVisualWindower.counters`.
 """
 from __future__ import annotations
 

@@ -15,6 +15,21 @@ NS_PER_S = 1_000_000_000
 
 
 def make_card(tmp_path_factory) -> Path:
+    """The shipped default model's card when it is present and intact (trained: its predictions vary
+    from sample to sample, which makes label comparisons meaningful); otherwise an untrained
+    ``misnet_tiny`` card (weights + ONNX, BatchNorm calibrated), written once per test session."""
+    from av_snn_ros.model_card import ModelCard, ModelFileError
+    from av_snn_ros.paths import default_model_card
+    try:
+        shipped = default_model_card()
+        ModelCard.load(shipped).verified_onnx()
+        return shipped
+    except (FileNotFoundError, ModelFileError):
+        pass
+    return fresh_card(tmp_path_factory)
+
+
+def fresh_card(tmp_path_factory) -> Path:
     """An untrained ``misnet_tiny`` card (weights + ONNX), written once per test session."""
     folder = tmp_path_factory.getbasetemp() / f'{CARD_MODEL}_card'
     card = folder / 'card.yaml'

@@ -33,7 +33,8 @@ def card(card_path):
 
 @pytest.fixture(scope='module')
 def rec(card, data_root):
-    """SEGMENTS test samples on which the (untrained) card does not predict one constant class, so a
+    """SEGMENTS test samples on which the card does not predict one constant class (matters for an
+    untrained fallback card), so a
     node that published a constant label could not pass."""
     pool = recording(card.preprocessing, data_root, POOL)
     predicted = offline_scores(card, pool).argmax(axis=1)

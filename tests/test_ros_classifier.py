@@ -33,9 +33,8 @@ def card(card_path):
 
 @pytest.fixture(scope='module')
 def rec(card, data_root):
-    """SEGMENTS test samples on which the card does not predict one constant class (matters for an
-    untrained fallback card), so a
-    node that published a constant label could not pass."""
+    """SEGMENTS test samples on which the card does not predict one constant class (this matters for
+    the untrained fallback card), so a node that published a constant label could not pass."""
     pool = recording(card.preprocessing, data_root, POOL)
     predicted = offline_scores(card, pool).argmax(axis=1)
     first_of_class = {int(k): i for i, k in reversed(list(enumerate(predicted)))}

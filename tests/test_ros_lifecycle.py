@@ -172,3 +172,19 @@ def test_av_snn_run_classifier_in_its_own_process(ros_context, card_path, events
         print(f'--- av-snn run output ---\n{output}')      # shown by pytest when the test fails
     assert 'Traceback' not in output, output
     assert all(m.model_name for m in probe.classifications)
+
+
+def test_invalid_runtime_parameter_update_is_refused_with_reason(ros_context, card_path):
+    from rclpy.parameter import Parameter
+    node = classifier(ros_context, card_path)
+    try:
+        result, = node.set_parameters([Parameter('window.gap_policy', value='sometimes')])
+        assert not result.successful and 'window.gap_policy' in result.reason
+        result, = node.set_parameters([Parameter('window.hop_s', value=1)])          # an int is fine
+        assert result.successful and node.get_parameter('window.hop_s').value == 1
+        result, = node.set_parameters([Parameter('model.card', value='/elsewhere')])  # read-only
+        assert not result.successful
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.settings.window.hop_s == 1.0
+    finally:
+        node.destroy_node()

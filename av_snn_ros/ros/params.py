@@ -190,13 +190,36 @@ def declare_parameters_from(node, specs: tuple[ParamSpec, ...], check_values: bo
     return errors
 
 
+def reject_invalid_updates(node, specs: tuple[ParamSpec, ...]) -> None:
+    """Refuse ``set_parameters`` calls (``ros2 param set``) whose values fail their spec, with the reason,
+    instead of accepting them and failing only at the next configure."""
+    from rcl_interfaces.msg import SetParametersResult
+    by_name = {s.name: s for s in specs}
+
+    def check(parameters) -> SetParametersResult:
+        for p in parameters:
+            spec = by_name.get(p.name)
+            if spec is None:
+                continue
+            try:
+                _check(spec, p.value)
+            except ValueError as exc:
+                return SetParametersResult(successful=False, reason=str(exc))
+        return SetParametersResult(successful=True)
+
+    node.add_on_set_parameters_callback(check)
+
+
 def declare_parameters(node) -> list[str]:
     """Declare the classifier's parameters (see :func:`declare_parameters_from`).
 
     Values are checked at every configure instead (they may be changed in between); rejected overrides
     and unknown names are start-up errors that stay until the node is restarted with fixed parameters.
     """
-    return declare_parameters_from(node, param_specs(), check_values=False)
+    specs = param_specs()
+    errors = declare_parameters_from(node, specs, check_values=False)
+    reject_invalid_updates(node, specs)
+    return errors
 
 
 def read_settings(values: dict[str, Any]) -> NodeSettings:

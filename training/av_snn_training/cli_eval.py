@@ -4,7 +4,7 @@ The JSON report holds accuracy, per-class recall, per-modality (head) accuracy, 
 the exact sample list (audio file, MNIST image index, label, prediction, fused logits) so a rosbag replay
 of the same samples can be compared with these predictions one by one.
 
-Examples::
+Examples:
 
     av-snn eval --data-root ../shared/data --json eval.json                  # shipped default model
     av-snn eval --data-root ../shared/data --card models/default --protocol noisy --json noisy.json

@@ -1,6 +1,6 @@
 """``av-snn train``: train a model from a recipe (checkpoints, metrics JSON, plots, model card).
 
-Examples::
+Examples:
 
     av-snn train --recipe training/recipes/digits_misnet_tiny.yaml --data-root ../shared/data
     av-snn train --recipe R.yaml epochs=2 lr=0.05 model_args='{width: 0.5}'

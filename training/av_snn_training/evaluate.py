@@ -44,8 +44,9 @@ def predict(model: torch.nn.Module, batches: Iterable, device: torch.device | st
             loss_fn: Callable[[dict, torch.Tensor], tuple[torch.Tensor, dict]] | None = None) -> Predictions:
     """Run ``model`` in eval mode over ``batches`` of ``(audio, visual, label)`` (batch first, collated).
 
-    With ``loss_fn`` the loss is computed from ``model.forward_train`` (the training objective on held-out
-    data); predictions always come from ``model(audio, visual)``.
+    Predictions come from ``model(audio, visual)``, the exported inference path. With ``loss_fn`` the
+    pass goes through ``model.forward_train`` instead (whose logits are, by the model contract, the same)
+    to also compute the training objective on held-out data.
     """
     was_training = model.training
     model.eval()
@@ -57,9 +58,12 @@ def predict(model: torch.nn.Module, batches: Iterable, device: torch.device | st
                 break
             audio, visual = time_first(audio.to(device), visual.to(device))
             label = torch.as_tensor(label, device=device)
-            logits, a_logits, v_logits = model(audio, visual)
-            if loss_fn is not None:
-                loss, _ = loss_fn(model.forward_train(audio, visual), label)
+            if loss_fn is None:
+                logits, a_logits, v_logits = model(audio, visual)
+            else:   # one pass: forward_train's logits are forward's (model contract)
+                out = model.forward_train(audio, visual)
+                logits, a_logits, v_logits = out['logits'], out['audio_logits'], out['visual_logits']
+                loss, _ = loss_fn(out, label)
                 loss_sum += float(loss) * len(label)
             count += len(label)
             targets.append(label.cpu())

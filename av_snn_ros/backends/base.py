@@ -110,8 +110,8 @@ def create_backend(name: str, card, **options) -> BackendChoice:
             continue
         backend.info.setdefault('fallback_from', dict(skipped))
         if skipped:
-            # One line a robot engineer sees at start-up: what runs, and why the faster one does not.
-            log.warning('backend auto -> %s (skipped %s)', candidate,
+            # The node logs each skip through ROS logging; this line serves library users.
+            log.info('backend auto -> %s (skipped %s)', candidate,
                         '; '.join(f'{k}: {v}' for k, v in skipped.items()))
         return BackendChoice(requested='auto', backend=backend, skipped=skipped)
     raise BackendUnavailable('no inference backend could be created: ' +

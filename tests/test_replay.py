@@ -198,8 +198,11 @@ def test_replay_matches_eval_on_held_out_speakers(tmp_path, data_root, card, rep
     common = ['--data-root', str(data_root), '--card', str(card), '--num', str(PARITY_SAMPLES),
               '--seed', str(PARITY_SEED)]
     assert cli.main(['make-bag', '--out', str(bag), '--audio-encoding', 'F32LE', *common]) == 0
+    # Same backend as eval (torch): a trained SNN can flip a spike sitting exactly on threshold when another
+    # runtime sums in a different order, which moves a score by ~1e-3 (backend parity is tested elsewhere).
     assert cli.main(['replay', str(bag), '--json', str(replay_json), '--as-fast-as-possible', '--card', str(card),
-                     '--params-file', str(replay_params), '--plots', str(tmp_path / 'plots')]) == 0
+                     '--backend', 'torch', '--params-file', str(replay_params),
+                     '--plots', str(tmp_path / 'plots')]) == 0
     assert cli.main(['eval', '--json', str(eval_json), *common]) == 0
     report, evaluated = json.loads(replay_json.read_text()), json.loads(eval_json.read_text())
 

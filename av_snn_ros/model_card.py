@@ -29,8 +29,14 @@ def sha256_file(path: str | Path) -> str:
 
 
 _REQUIRED = ('name', 'model', 'labels', 'preprocessing', 'weights', 'weights_sha256')
-_OPTIONAL = ('model_args', 'onnx', 'onnx_sha256', 'modality_heads', 'training', 'metrics', 'created',
-             'description', 'data', 'license')
+_OPTIONAL = ('model_args', 'onnx', 'onnx_sha256', 'modality_heads', 'logit_scale', 'training', 'metrics',
+             'created', 'description', 'data', 'license')
+
+
+def _positive_float(value: Any, path: Path) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ModelFileError(f'{path}: logit_scale must be a positive number, got {value!r}')
+    return float(value)
 
 
 @dataclass
@@ -48,6 +54,10 @@ class ModelCard:
     onnx: Path | None = None
     onnx_sha256: str | None = None
     modality_heads: tuple[str, ...] = ('audio', 'visual')
+    #: scores = softmax(logit_scale * logits). MSE-trained MISNet outputs ~one-hot values in [0, 1], whose
+    #: plain softmax is nearly flat; a scale fitted on validation data (temperature scaling) makes the
+    #: published confidence a calibrated probability. It never changes the predicted class.
+    logit_scale: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -85,8 +95,9 @@ class ModelCard:
             onnx=(base / data['onnx']) if data.get('onnx') else None,
             onnx_sha256=data.get('onnx_sha256'),
             modality_heads=tuple(data.get('modality_heads') or ('audio', 'visual')),
+            logit_scale=_positive_float(data.get('logit_scale', 1.0), path),
             extra={k: data[k] for k in _OPTIONAL if k in data and k not in
-                   ('model_args', 'onnx', 'onnx_sha256', 'modality_heads')},
+                   ('model_args', 'onnx', 'onnx_sha256', 'modality_heads', 'logit_scale')},
         )
         if verify:
             card.verify_file(card.weights, card.weights_sha256)

@@ -49,10 +49,10 @@ class Prediction:
     inference_s: float = 0.0
 
 
-def _head(logits: np.ndarray | None) -> tuple[int, float]:
+def _head(logits: np.ndarray | None, scale: float) -> tuple[int, float]:
     if logits is None:
         return NO_HEAD, 0.0
-    p = softmax(logits[0])
+    p = softmax(logits[0] * scale)
     k = int(p.argmax())
     return k, float(p[k])
 
@@ -65,6 +65,7 @@ class Predictor:
         self.cfg = card.preprocessing
         self.labels = list(card.labels)
         self.model_name = f'{card.model}/{card.name}'
+        self.logit_scale = card.logit_scale
 
     def __call__(self, window: Window) -> Prediction:
         t0 = time.perf_counter()
@@ -72,12 +73,12 @@ class Predictor:
         t1 = time.perf_counter()
         result = self.backend.infer(audio[:, None], visual[:, None])     # add batch: (T, 1, C, H, W)
         t2 = time.perf_counter()
-        scores = softmax(result.logits[0])
+        scores = softmax(result.logits[0] * self.logit_scale)
         if scores.shape != (len(self.labels),):
             raise ValueError(f'model returned {scores.shape[0]} scores for {len(self.labels)} labels')
         k = int(scores.argmax())
-        audio_k, audio_p = _head(result.audio_logits)
-        visual_k, visual_p = _head(result.visual_logits)
+        audio_k, audio_p = _head(result.audio_logits, self.logit_scale)
+        visual_k, visual_p = _head(result.visual_logits, self.logit_scale)
         return Prediction(
             start_ns=window.start_ns, end_ns=window.end_ns, class_id=k, label=self.labels[k],
             confidence=float(scores[k]), scores=scores, labels=self.labels, model_name=self.model_name,

@@ -138,7 +138,7 @@ def offline_scores(card, rec: Recording) -> np.ndarray:
     out = []
     for i, image in enumerate(rec.images):
         a, v = preprocess_window(rec.audio[i * n:(i + 1) * n], [image] * cfg.timesteps, cfg)
-        out.append(softmax(backend.infer(a[:, None], v[:, None]).logits[0]))
+        out.append(softmax(backend.infer(a[:, None], v[:, None]).logits[0] * card.logit_scale))
     return np.stack(out)
 
 

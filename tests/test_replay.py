@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from av_snn_ros.model_card import ModelCard
 from av_snn_ros.replay import scoring
 from av_snn_ros.replay.replay import ReplayError, _check_topics, parse_remaps
 
@@ -211,9 +212,10 @@ def test_replay_matches_eval_on_held_out_speakers(tmp_path, data_root, card, rep
     assert report['windows_dropped'] == 0 and report['missed'] == 0
     assert report['classifications_received'] == _expected_windows(report, PARITY_SAMPLES)
     scores = {c['window_start_ns']: np.array(c['scores']) for c in report['classifications']}
+    logit_scale = ModelCard.load(card).logit_scale
     for m, e in zip(report['matches'], evaluated['samples'], strict=True):
         assert (m['audio_file'], m['image_index'], m['true']) == (e['audio_file'], e['image_index'], e['label'])
-        logits = np.array(e['logits'], dtype=np.float64)
+        logits = np.array(e['logits'], dtype=np.float64) * logit_scale
         softmax = np.exp(logits - logits.max())
         np.testing.assert_allclose(scores[m['window_start_ns']], softmax / softmax.sum(), atol=SCORE_ATOL)
         assert m['predicted'] == e['prediction']

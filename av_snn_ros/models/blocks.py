@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+from spikingjelly.activation_based.neuron import BaseNode
 
 from .neurons import LIFNode
 
@@ -170,3 +171,26 @@ def calibrate_batchnorm(model: nn.Module, batches, reset: bool = True) -> nn.Mod
             m.momentum = momentum
         model.eval()
     return model
+
+
+class SpikingAVModel(nn.Module):
+    """Shared plumbing of the audio-visual models: neuron-state reset and the input contract check.
+
+    Subclasses set ``self.config`` (with ``input_size``) and call :meth:`collect_neurons` at the end of
+    ``__init__``.
+    """
+
+    def collect_neurons(self) -> None:
+        self._neurons = [m for m in self.modules() if isinstance(m, BaseNode)]
+
+    def reset_state(self) -> None:
+        """Reset every neuron's membrane (done at the start of each forward: one call = one window)."""
+        for neuron in self._neurons:
+            neuron.reset()
+
+    def _check(self, name: str, x: torch.Tensor, channels: int) -> None:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f'{name} must be a torch.Tensor, got {type(x).__name__}')
+        expected = (channels, *self.config.input_size)
+        if x.dim() != 5 or tuple(x.shape[2:]) != expected:
+            raise ValueError(f'{name} must be (T, B, {", ".join(map(str, expected))}), got {tuple(x.shape)}')

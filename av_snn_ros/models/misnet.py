@@ -21,9 +21,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-from spikingjelly.activation_based.neuron import BaseNode
 
-from .blocks import ConvBNLIF, NeuronConfig, SeqMaxPool, SEWBlock, scaled_channels
+from .blocks import ConvBNLIF, NeuronConfig, SeqMaxPool, SEWBlock, SpikingAVModel, scaled_channels
 from .neurons import MLIFNode
 from .registry import register_family
 
@@ -129,7 +128,7 @@ class Stage(nn.Module):
         return feats
 
 
-class MISNet(nn.Module):
+class MISNet(SpikingAVModel):
     """MISNet and its same-backbone baselines.
 
     ``forward(audio (T,B,Ca,H,W), visual (T,B,Cv,H,W)) -> (logits, audio_logits, visual_logits)``,
@@ -163,19 +162,7 @@ class MISNet(nn.Module):
         # Unimodal heads O_a, O_v (Eq. 15); a unimodal model's fused head already is its modality head.
         self.modality_head = nn.ModuleDict(
             {m: nn.Linear(feat, cfg.num_classes) for m in self.modalities} if len(self.modalities) > 1 else {})
-        self._neurons = [m for m in self.modules() if isinstance(m, BaseNode)]
-
-    def reset_state(self) -> None:
-        """Reset every neuron's membrane (done at the start of each forward)."""
-        for neuron in self._neurons:
-            neuron.reset()
-
-    def _check(self, name: str, x: torch.Tensor, channels: int) -> None:
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f'{name} must be a torch.Tensor, got {type(x).__name__}')
-        expected = (channels, *self.config.input_size)
-        if x.dim() != 5 or tuple(x.shape[2:]) != expected:
-            raise ValueError(f'{name} must be (T, B, {", ".join(map(str, expected))}), got {tuple(x.shape)}')
+        self.collect_neurons()
 
     def forward_train(self, audio: torch.Tensor, visual: torch.Tensor) -> dict[str, torch.Tensor]:
         """Forward pass returning ``logits``, ``audio_logits``, ``visual_logits`` (and ``pooled``)."""

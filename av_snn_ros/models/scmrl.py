@@ -34,9 +34,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-from spikingjelly.activation_based.neuron import BaseNode
 
-from .blocks import NeuronConfig, SeqConvBN, SeqModule
+from .blocks import NeuronConfig, SeqConvBN, SeqModule, SpikingAVModel
 from .registry import register_family
 
 SPS_STAGES = 4                       # conv-BN-LIF-maxpool stages of the tokenizer (128 -> 8)
@@ -147,15 +146,11 @@ class SSA(nn.Module):
         return self.out(self.attn_lif(merge_heads(a)))
 
 
-class CCSSA(nn.Module):
-    """Cross-modal complementary spatiotemporal spiking attention (queries: x, keys/values: y)."""
+class CCSSA(SSA):
+    """Cross-modal complementary spatiotemporal spiking attention (queries: x, keys/values: y).
 
-    def __init__(self, cfg: SCMRLConfig) -> None:
-        super().__init__()
-        self.q, self.k, self.v = SpikeQKV(cfg), SpikeQKV(cfg), SpikeQKV(cfg)
-        self.scale = cfg.attn_scale
-        self.attn_lif = cfg.neuron().lif()
-        self.out = nn.Sequential(conv1x1_bn(cfg.embed_dim, cfg.embed_dim), cfg.neuron().lif())
+    Same layers as :class:`SSA`; only the forward differs.
+    """
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         q, k, v = self.q(x), self.k(y), self.v(y)                               # (T, B, h, N, d)
@@ -198,7 +193,7 @@ class CrossModalBlock(nn.Module):
         return x + self.mlp(x)
 
 
-class SCMRL(nn.Module):
+class SCMRL(SpikingAVModel):
     """S-CMRL. ``forward(audio, visual) -> (logits, audio_logits, visual_logits)``, each ``(B, K)``.
 
     The classifier is linear in the summed modality features, so ``audio_logits`` / ``visual_logits``
@@ -215,18 +210,7 @@ class SCMRL(nn.Module):
         self.audio_blocks = nn.ModuleList(CrossModalBlock(cfg) for _ in range(cfg.depth))
         self.visual_blocks = nn.ModuleList(CrossModalBlock(cfg) for _ in range(cfg.depth))
         self.head = nn.Linear(cfg.embed_dim, cfg.num_classes)
-        self._neurons = [m for m in self.modules() if isinstance(m, BaseNode)]
-
-    def reset_state(self) -> None:
-        for neuron in self._neurons:
-            neuron.reset()
-
-    def _check(self, name: str, x: torch.Tensor, channels: int) -> None:
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f'{name} must be a torch.Tensor, got {type(x).__name__}')
-        expected = (channels, *self.config.input_size)
-        if x.dim() != 5 or tuple(x.shape[2:]) != expected:
-            raise ValueError(f'{name} must be (T, B, {", ".join(map(str, expected))}), got {tuple(x.shape)}')
+        self.collect_neurons()
 
     def forward_train(self, audio: torch.Tensor, visual: torch.Tensor) -> dict[str, torch.Tensor]:
         """Logits plus ``audio_feat`` / ``visual_feat`` ``(B, E)`` for the alignment loss."""

@@ -3,13 +3,14 @@
 # in docs/training.md. CPU only; each run takes minutes (see the timings in docs/training.md).
 #
 #   scripts/train_default.sh [DATA_ROOT]          # default: $AV_SNN_DATA_ROOT or ../shared/data
-#   STAGES="noisy" scripts/train_default.sh       # only some stages: default, noisy, eval
+#   STAGES="noisy" scripts/train_default.sh       # only some stages: default, noisy, eval, report
+#   NOISY_EPOCHS=30 STAGES=noisy scripts/train_default.sh   # one round of the noisy comparison
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-.venv/bin/python}
 DATA=${1:-${AV_SNN_DATA_ROOT:-../shared/data}}
-STAGES=${STAGES:-"default noisy eval"}
+STAGES=${STAGES:-"default noisy eval report"}
 export PYTHONPATH=".:training${PYTHONPATH:+:$PYTHONPATH}"   # the checkout's code, not an older install
 av_snn() { "$PY" -m av_snn_ros.cli "$@"; }
 has_stage() { [[ " $STAGES " == *" $1 "* ]]; }
@@ -25,11 +26,43 @@ fi
 
 if has_stage noisy; then
   # 2. The noisy-protocol comparison: the same recipe and split for MISNet, the concat baseline and
-  #    the two unimodal baselines (training noise redrawn every epoch; val/test use the fixed protocol).
-  for model in misnet concat audio visual; do
-    av_snn train --recipe "training/recipes/digits_${model}_tiny.yaml" --data-root "$DATA" \
-      protocol=noisy out_dir="runs/noisy_${model}_tiny" card_name="av_digits_noisy_${model}_tiny"
+  #    the two unimodal baselines (training noise redrawn every epoch; val/test use the fixed protocol),
+  #    once with the shipped model's 12 epochs and once with 30.
+  for epochs in ${NOISY_EPOCHS:-12 30}; do
+    tag=noisy; [[ "$epochs" == 12 ]] || tag="noisy$epochs"
+    for model in misnet concat audio visual; do
+      av_snn train --recipe "training/recipes/digits_${model}_tiny.yaml" --data-root "$DATA" \
+        protocol=noisy epochs="$epochs" out_dir="runs/${tag}_${model}_tiny" card_name="av_digits_${tag}_${model}_tiny"
+    done
   done
+fi
+
+if has_stage report; then
+  # The comparison table of docs/training.md, with exact McNemar tests on the paired test predictions.
+  "$PY" - <<'PYEOF'
+import json
+from pathlib import Path
+from scipy.stats import binomtest
+for run in sorted(Path('runs').glob('noisy*_misnet_tiny')):
+    tag = run.name[:-len('_misnet_tiny')]
+    metrics, correct = {}, {}
+    for model in ('misnet', 'concat', 'audio', 'visual'):
+        folder = Path('runs') / f'{tag}_{model}_tiny'
+        if not (folder / 'metrics.json').is_file():
+            continue
+        m = json.loads((folder / 'metrics.json').read_text())
+        metrics[model] = m
+        samples = json.loads((folder / 'test_predictions.json').read_text())['samples']
+        correct[model] = {(s['audio_file'], s['image_index']): s['label'] == s['prediction'] for s in samples}
+        print(f'{tag:8s} {model:7s} epochs {m["config"]["epochs"]:3d}  val {100 * m["best"]["val_accuracy"]:5.1f}'
+              f'  test {100 * m["test"]["accuracy"]:5.1f}')
+    for a, b in (('misnet', 'visual'), ('misnet', 'concat'), ('concat', 'visual')):
+        if a in correct and b in correct:
+            only_a = sum(correct[a][k] and not correct[b][k] for k in correct[a])
+            only_b = sum(correct[b][k] and not correct[a][k] for k in correct[a])
+            p = binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
+            print(f'{tag:8s} {a} vs {b}: right only by {a} {only_a}, only by {b} {only_b}, McNemar p = {p:.2f}')
+PYEOF
 fi
 
 if has_stage eval; then

@@ -443,6 +443,7 @@ def _train(cfg: TrainConfig, ctx: D.DistContext, data_root: Path, resume: bool,
     if ctx.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
+    git_revision = _git_revision() if ctx.is_main else None   # the code this run starts with
 
     train_set = build_dataset(cfg, 'train', data_root)
     val_set = build_dataset(cfg, 'val', data_root)
@@ -520,7 +521,7 @@ def _train(cfg: TrainConfig, ctx: D.DistContext, data_root: Path, resume: bool,
         data_info = {'train_samples': len(train_set), 'val_samples': len(val_set),
                      'train_speakers': _listed(getattr(train_set, 'speakers', None)),
                      'steps_per_epoch': n_steps, 'world_size': ctx.world_size}
-        result = finish(cfg, model, labels, history, best, data_root, ctx.device, data_info)
+        result = finish(cfg, model, labels, history, best, data_root, ctx.device, data_info, git_revision)
     elif ctx.is_main:
         log.info('stopped after epoch %d of %d; continue with --resume', completed, cfg.epochs)
         result = {'config': cfg.to_dict(), 'history': history, 'best': best, 'finished': False}
@@ -556,7 +557,7 @@ def _payload(cfg: TrainConfig, model: torch.nn.Module, labels: list[str], epoch:
 
 def finish(cfg: TrainConfig, model: torch.nn.Module, labels: list[str], history: list[dict],
            best: dict | None, data_root: Path, device: torch.device,
-           data_info: dict[str, Any] | None = None) -> dict[str, Any]:
+           data_info: dict[str, Any] | None = None, git_revision: str | None = None) -> dict[str, Any]:
     """Best-epoch weights -> test metrics, ``metrics.json``, plots, ``test_predictions.json``, model card
     (``card/`` with ``MODEL_CARD.md``)."""
     from .plots import plot_confusion, plot_curves, render_model_card
@@ -574,7 +575,7 @@ def finish(cfg: TrainConfig, model: torch.nn.Module, labels: list[str], history:
         'config': cfg.to_dict(), 'labels': labels, 'modality_heads': list(modality_heads(model)),
         'data': {**(data_info or {}), **_data_description(cfg, test_set, data_root)},
         'parameters': sum(p.numel() for p in model.parameters()), 'history': history, 'best': best,
-        'test': test, 'finished': True, 'git_revision': _git_revision(),
+        'test': test, 'finished': True, 'git_revision': git_revision or _git_revision(),
         'created': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
     }
     (out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2))

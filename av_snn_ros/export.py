@@ -33,7 +33,7 @@ ONNX_FILE = 'model.onnx'
 WEIGHTS_FILE = 'model.pt'
 CARD_FILE = 'card.yaml'
 PARITY_ATOL = 1e-4          # max |torch - onnxruntime| accepted on a real input
-_CARD_OPTIONAL_EXTRA = ('training', 'metrics', 'created', 'description', 'data', 'license', 'name')
+_CARD_OPTIONAL_EXTRA = ('training', 'metrics', 'created', 'description', 'data', 'license', 'name', 'logit_scale')
 
 
 def input_shapes(pre_cfg: PreprocessConfig, batch: int = 1) -> tuple[tuple[int, ...], tuple[int, ...]]:

@@ -158,6 +158,9 @@ def test_train_writes_metrics_plots_and_a_loadable_card(finished_run):
     card = ModelCard.load(result['card'])
     assert card.name == 'av_digits_misnet_tiny' and card.model == 'misnet_tiny'
     assert card.model_args == cfg.model_args and card.labels == [str(d) for d in range(10)]
+    calibration = metrics['calibration']        # temperature scaling fitted on val, carried by the card
+    assert calibration['split'] == 'val' and card.logit_scale == calibration['logit_scale'] > 0
+    assert calibration['val_ece_after'] <= calibration['val_ece_before'] + 1e-9
     assert card.preprocessing == cfg.preprocess_config()
     assert card.extra['metrics']['test_accuracy'] == test['accuracy']
     assert card.extra['training']['recipe']['seed'] == cfg.seed

@@ -560,6 +560,7 @@ def finish(cfg: TrainConfig, model: torch.nn.Module, labels: list[str], history:
            data_info: dict[str, Any] | None = None, git_revision: str | None = None) -> dict[str, Any]:
     """Best-epoch weights -> test metrics, ``metrics.json``, plots, ``test_predictions.json``, model card
     (``card/`` with ``MODEL_CARD.md``)."""
+    from .calibration import expected_calibration_error, fit_logit_scale
     from .plots import plot_confusion, plot_curves, render_model_card
     out_dir = Path(cfg.out_dir)
     best_ckpt = load_checkpoint(out_dir / BEST_CHECKPOINT)
@@ -571,8 +572,18 @@ def finish(cfg: TrainConfig, model: torch.nn.Module, labels: list[str], history:
     log.info('best epoch %d (val %.2f%%): test accuracy %.2f%% (audio head %s, visual head %s) on %d samples',
              best['epoch'], 100 * best['val_accuracy'], 100 * test['accuracy'], _pct(test['audio_accuracy']),
              _pct(test['visual_accuracy']), test['num_samples'])
+    # Temperature scaling on the validation split (never the test split, unless the recipe validates on
+    # test): the card's logit_scale makes the node's published confidence a calibrated probability.
+    val_set = build_dataset(cfg, 'val', data_root)
+    _, val_pred = evaluate(model, build_eval_loader(val_set, cfg.eval_batch_size or cfg.batch_size,
+                                                    cfg.num_workers), labels, device, cfg.max_eval_batches)
+    logit_scale = fit_logit_scale(val_pred.logits, val_pred.targets)
+    calibration = {'logit_scale': logit_scale, 'split': 'val', 'samples': int(len(val_pred.targets)),
+                   'val_ece_before': expected_calibration_error(val_pred.logits, val_pred.targets, 1.0),
+                   'val_ece_after': expected_calibration_error(val_pred.logits, val_pred.targets, logit_scale)}
     metrics = {
         'config': cfg.to_dict(), 'labels': labels, 'modality_heads': list(modality_heads(model)),
+        'calibration': calibration,
         'data': {**(data_info or {}), **_data_description(cfg, test_set, data_root)},
         'parameters': sum(p.numel() for p in model.parameters()), 'history': history, 'best': best,
         'test': test, 'finished': True, 'git_revision': git_revision or _git_revision(),
@@ -631,6 +642,7 @@ def export_card(cfg: TrainConfig, model: torch.nn.Module, labels: list[str], met
     training = {'recipe': cfg.replace(data_root=None).to_dict(), 'git_revision': metrics['git_revision'],
                 'created': metrics['created']}
     extra = {'name': cfg.resolved_card_name(), 'metrics': card_metrics, 'training': training, 'data': data,
+             'logit_scale': metrics['calibration']['logit_scale'],
              'description': cfg.description or f'{cfg.model} trained on {cfg.dataset} ({cfg.protocol})'}
     return Path(write_model_card(cfg.model, out_dir, labels, cfg.preprocess_config(),
                                  model_args=dict(cfg.model_args), state_dict=model.state_dict(), extra=extra))

@@ -114,7 +114,8 @@ def render_model_card(metrics: dict[str, Any], attribution: str | None = None) -
         lines.append(f'- {data["train_samples"]} training and {data["val_samples"]} validation samples.')
     if data.get('test_speakers'):
         lines.append(f'- Test: held-out speaker(s) {", ".join(data["test_speakers"])}, never heard in training, '
-                     f'{test["num_samples"]} windows evaluated; images from MNIST `{data.get("test_image_source", "?")}`.')
+                     f'{test["num_samples"]} windows evaluated; images from MNIST '
+                     f'`{data.get("test_image_source", "?")}`.')
     else:
         lines.append(f'- Test: {test["num_samples"]} samples of the test split.')
     lines += [

@@ -34,7 +34,6 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-
 from . import distributed as D
 from .evaluate import Predictions, predict, sample_records, summarize, time_first
 from .recipe import TrainConfig

@@ -226,3 +226,17 @@ def test_sample_cache_never_freezes_epoch_dependent_noise(data_root, protocol):
     changed = not torch.equal(first[0][0], cached[0][0])
     assert changed == (protocol == 'noisy')
     assert cached.speakers == fresh.speakers    # attributes pass through the wrapper
+
+
+def test_eval_cli_defaults_to_the_shipped_model(data_root, tmp_path):
+    from av_snn_ros.model_card import ModelCard
+    from av_snn_ros.paths import default_model_card
+    card = ModelCard.load(default_model_card())
+    parser = argparse.ArgumentParser()
+    cli_eval.add_arguments(parser)
+    out = tmp_path / 'default.json'
+    assert cli_eval.main(parser.parse_args(['--data-root', str(data_root), '--num', '10', '--json', str(out)])) == 0
+    report = json.loads(out.read_text())
+    assert report['model']['card'] == str(card.path) and report['model']['name'] == card.name
+    assert report['data']['protocol'] == 'clean' and report['data']['speakers'] == ['theo']
+    assert len(report['samples']) == 10 and report['labels'] == card.labels

@@ -22,6 +22,10 @@ import torch
 
 from .recipe import PROTOCOLS, TrainConfig
 
+# Recipe fields of a model card's training record that decide which samples an evaluation sees.
+DATA_FIELDS = ('dataset', 'dataset_args', 'protocol', 'seed', 'train_speakers', 'test_speakers', 'val_split',
+               'val_fraction')
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -58,7 +62,9 @@ def load_model(args: argparse.Namespace) -> tuple[torch.nn.Module, TrainConfig, 
     path = args.card if args.card is not None else default_model_card()
     card = ModelCard.load(path)
     model = card.load_torch_model()
-    recipe = dict((card.extra.get('training') or {}).get('recipe') or {})
+    stored = dict((card.extra.get('training') or {}).get('recipe') or {})
+    # Only what decides the evaluated data, so cards written by other TrainConfig versions still load.
+    recipe = {k: stored[k] for k in DATA_FIELDS if k in stored}
     # The card's preprocessing is what the runtime uses: it wins over anything in the stored recipe.
     recipe.update(model=card.model, model_args=dict(card.model_args), preprocessing=to_dict(card.preprocessing))
     recipe.setdefault('dataset', (card.extra.get('data') or {}).get('dataset', 'av_digits'))

@@ -176,9 +176,15 @@ def calibrate_batchnorm(model: nn.Module, batches, reset: bool = True) -> nn.Mod
 class SpikingAVModel(nn.Module):
     """Shared plumbing of the audio-visual models: neuron-state reset and the input contract check.
 
-    Subclasses set ``self.config`` (with ``input_size``) and call :meth:`collect_neurons` at the end of
-    ``__init__``.
+    Subclasses set ``self.config`` (with ``input_size``), call :meth:`collect_neurons` at the end of
+    ``__init__`` and implement ``forward_train``; ``forward`` is the exported inference contract.
     """
+
+    def forward(self, audio: torch.Tensor, visual: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(logits, audio_logits, visual_logits)``, each ``(B, K)`` averaged over T."""
+        out = self.forward_train(audio, visual)
+        return out['logits'], out['audio_logits'], out['visual_logits']
 
     def collect_neurons(self) -> None:
         self._neurons = [m for m in self.modules() if isinstance(m, BaseNode)]

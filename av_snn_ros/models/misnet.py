@@ -189,11 +189,6 @@ class MISNet(SpikingAVModel):
         out['pooled'] = torch.cat([pooled[m].mean(0) for m in self.modalities], dim=1)   # (B, sum C)
         return out
 
-    def forward(self, audio: torch.Tensor, visual: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        out = self.forward_train(audio, visual)
-        return out['logits'], out['audio_logits'], out['visual_logits']
-
 
 @register_family('misnet')
 def build_misnet(cfg: MISNetConfig) -> MISNet:

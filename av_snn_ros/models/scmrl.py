@@ -230,11 +230,6 @@ class SCMRL(SpikingAVModel):
                 'visual_logits': self.head(visual_feat),
                 'audio_feat': audio_feat, 'visual_feat': visual_feat}
 
-    def forward(self, audio: torch.Tensor, visual: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        out = self.forward_train(audio, visual)
-        return out['logits'], out['audio_logits'], out['visual_logits']
-
 
 @register_family('scmrl')
 def build_scmrl(cfg: SCMRLConfig) -> SCMRL:

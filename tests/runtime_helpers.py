@@ -233,13 +233,13 @@ class Probe:
 
 
 class Spinner:
-    """A MultiThreadedExecutor spinning ``nodes`` in a background thread (context manager)."""
+    """The node's own executor (``make_executor``) spinning ``nodes`` in a background thread (context manager)."""
 
-    def __init__(self, context, *nodes, threads: int = 4) -> None:
+    def __init__(self, context, *nodes) -> None:
         import threading
 
-        from rclpy.executors import MultiThreadedExecutor
-        self.executor = MultiThreadedExecutor(num_threads=threads, context=context)
+        from av_snn_ros.ros.classifier_node import make_executor
+        self.executor = make_executor(context)
         for node in nodes:
             self.executor.add_node(node)
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)

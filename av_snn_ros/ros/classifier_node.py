@@ -5,10 +5,12 @@ Topics (relative; remap them):
     (av_snn_msgs/AudioChunk) in; ``classification`` (av_snn_msgs/Classification) and ``/diagnostics``
     (diagnostic_msgs/DiagnosticArray) out.
 
-Threads: image and audio callbacks share one mutually exclusive callback group and only decode, push
-into the windower and hand complete windows to the inference worker (its own thread, newest wins);
-the diagnostics timer has its own group; a MultiThreadedExecutor runs them side by side, so messages
-keep arriving while a window is being classified.
+Threads: one single-threaded executor runs the image and audio callbacks (they only decode, push into
+the windower and hand complete windows to the inference worker), the diagnostics timer and the
+lifecycle/parameter services; the inference worker is its own thread (newest wins), so messages keep
+arriving while a window is being classified. Not rclpy's MultiThreadedExecutor: its spin loop polls
+while a handed-off callback has not yet taken its message, which kept one of a 2-core robot's cores
+busy (99 % CPU at 50 + 30 messages/s) and starved the callbacks (see :func:`make_executor`).
 
 Lifecycle: ``__init__`` only declares parameters. ``configure`` validates them, loads the model card and
 backend (with warm-up) and builds the windower; ``activate`` subscribes and starts the worker and the
@@ -25,8 +27,7 @@ from typing import Any
 
 import numpy as np
 import rclpy
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from ..backends.base import BackendChoice, BackendUnavailable, create_backend
@@ -43,8 +44,6 @@ COMPRESSED_IMAGE_TOPIC = 'image/compressed'
 AUDIO_TOPIC = 'audio'
 CLASSIFICATION_TOPIC = 'classification'
 DIAGNOSTICS_TOPIC = '/diagnostics'
-#: executor threads: intake, timer, lifecycle/parameter services, plus one spare
-EXECUTOR_THREADS = 4
 #: warm-up passes at configure (pays lazy allocation / kernel selection before the first window)
 WARMUP_ITERATIONS = 2
 #: seconds without any window classified (while inputs arrive) before diagnostics warn
@@ -59,8 +58,6 @@ class AvClassifierNode(LifecycleNode):
     def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         self._param_errors = params.declare_parameters(self)
-        self._intake_group = MutuallyExclusiveCallbackGroup()
-        self._timer_group = MutuallyExclusiveCallbackGroup()
         self._lock = threading.Lock()            # windower + frame id (intake vs diagnostics)
         self.counters = Counters()               # drops by reason, published windows, ...
         self._warnings = ThrottledWarnings()
@@ -164,16 +161,12 @@ class AvClassifierNode(LifecycleNode):
         self._worker.start()
         if settings.compressed:
             image_sub = self.create_subscription(_sensor('CompressedImage'), COMPRESSED_IMAGE_TOPIC,
-                                                 self._on_compressed_image, sensor_qos,
-                                                 callback_group=self._intake_group)
+                                                 self._on_compressed_image, sensor_qos)
         else:
-            image_sub = self.create_subscription(_sensor('Image'), IMAGE_TOPIC, self._on_image, sensor_qos,
-                                                 callback_group=self._intake_group)
-        audio_sub = self.create_subscription(_msg('AudioChunk'), AUDIO_TOPIC, self._on_audio, sensor_qos,
-                                             callback_group=self._intake_group)
+            image_sub = self.create_subscription(_sensor('Image'), IMAGE_TOPIC, self._on_image, sensor_qos)
+        audio_sub = self.create_subscription(_msg('AudioChunk'), AUDIO_TOPIC, self._on_audio, sensor_qos)
         self._sensor_subs = [image_sub, audio_sub]
-        self._timer = self.create_timer(settings.diagnostics_period_s, self._publish_diagnostics,
-                                        callback_group=self._timer_group)
+        self._timer = self.create_timer(settings.diagnostics_period_s, self._publish_diagnostics)
         for meter in self.rates.values():
             meter.reset()
         self._last_classified = time.monotonic()
@@ -450,11 +443,22 @@ def interrupts_ignored():
         signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
 
 
+def make_executor(context=None) -> Executor:
+    """The executor the node graph spins on: single-threaded.
+
+    The callbacks are short (decode + windowing; inference has its own thread), so one thread keeps
+    up. rclpy's MultiThreadedExecutor was measured at 99 % of a core in its own spin loop (it re-polls
+    the wait set while a submitted callback has not yet taken its message), which cost 28 of 59 windows
+    at real time with best-effort sensors on 2 cores (docs/performance.md).
+    """
+    return SingleThreadedExecutor(context=context)
+
+
 def main(args: list[str] | None = None) -> int:
     """``av_classifier_node [--ros-args ...]``: spin the node; configure+activate itself if ``autostart``."""
     rclpy.init(args=args)
     node = AvClassifierNode()
-    executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
+    executor = make_executor()
     executor.add_node(node)
     code = 0
     try:

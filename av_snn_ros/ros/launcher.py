@@ -5,7 +5,7 @@
     av-snn run --remap image:=/camera/image_raw --remap audio:=/mic/audio --namespace robot1
     av-snn run -p model.card:=/path/card.yaml -p backend.name:=onnxruntime
 
-All nodes spin on one MultiThreadedExecutor. The classifier is configured and activated at start
+All nodes spin on one single-threaded executor (`classifier_node.make_executor`). The classifier is configured and activated at start
 (``--no-autostart`` leaves that to a lifecycle manager). Remaps apply to every node, so the drivers and
 the classifier stay connected. Ctrl-C shuts everything down cleanly. Without a camera or microphone,
 ``--demo`` exits with one message naming what is missing.
@@ -57,10 +57,10 @@ def _validate(args: argparse.Namespace) -> Path:
 
 def main(args: argparse.Namespace) -> int:
     import rclpy
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+    from rclpy.executors import ExternalShutdownException
     from rclpy.logging import get_logger
 
-    from .classifier_node import EXECUTOR_THREADS, AvClassifierNode, interrupts_ignored, shutdown_node, start
+    from .classifier_node import AvClassifierNode, interrupts_ignored, make_executor, shutdown_node, start
     from .drivers import DeviceError
 
     log = get_logger('av_snn_run')
@@ -81,7 +81,7 @@ def main(args: argparse.Namespace) -> int:
     rclpy.init(args=[])
     drivers: list = []
     classifier = None
-    executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
+    executor = make_executor()
     code = 0
     try:
         if args.demo:

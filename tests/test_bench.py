@@ -39,7 +39,7 @@ def test_bench_writes_the_report(tmp_path, data_root, capsys) -> None:
     assert m['model'] == 'misnet_tiny' and m['input']['kind'] == 'real'
     assert m['input']['audio_shape'] == [4, 1, 1, 32, 32]
     assert m['flops_per_call'] > 0 and m['flops_by_op']
-    assert set(m['paths']) == {bench.EAGER, bench.ORT}          # torch.compile is opt-in; 1 thread: no spin variant
+    assert set(m['paths']) == {bench.EAGER, bench.FAST, bench.ORT}          # torch.compile is opt-in; 1 thread: no spin variant
     assert bench.ORT_NOSPIN in m['skipped']
     assert bench.COMPILED in m['skipped']
     for name, entry in m['paths'].items():
@@ -51,10 +51,13 @@ def test_bench_writes_the_report(tmp_path, data_root, capsys) -> None:
     agree = m['paths'][bench.ORT]['agreement_vs_eager']
     assert agree['logits_nonzero']                               # BN calibration made the check non-vacuous
     assert agree['argmax_equal'] and agree['max_abs_diff'] < 1e-3
+    fast = m['paths'][bench.FAST]['agreement_vs_eager']          # fast paths vs the reference maths
+    assert fast['argmax_equal'] and fast['max_abs_diff'] < 1e-5
+    assert 'reference' in m['paths'][bench.EAGER]['info']['computations']
     assert m['best_optimised_path'] == bench.ORT
-    share = m['stage_profile_eager_ms']['share']
+    share = m['stage_profile_ms']['share']
     assert {'conv', 'neuron'} <= set(share) and sum(share.values()) == pytest.approx(1.0)
-    assert m['top_ops_eager'] and all(r['calls'] >= 1 for r in m['top_ops_eager'])
+    assert m['top_ops'] and all(r['calls'] >= 1 for r in m['top_ops'])
     assert 'misnet_tiny' in capsys.readouterr().out                # the summary table
 
 

@@ -189,3 +189,28 @@ def test_a_fresh_tiny_model_classifies_a_real_window(data_root):
     with torch.no_grad():
         logits = model(torch.from_numpy(audio), torch.from_numpy(visual))[0]
     assert logits.shape == (1, 10) and torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize('name', ['misnet_tiny', 'scmrl_tiny'])
+def test_fast_inference_paths_compute_the_training_time_values(name, data_root):
+    """Fused neurons, BN folding and channels-last give what the reference (training-time) maths gives.
+
+    The bench times the fast paths against ``reference_paths()``; this is what makes that comparison
+    one of speed only. Checked on real windows through calibrated BN, so neurons fire at every layer.
+    """
+    from av_snn_ros.models.neurons import reference_paths
+    torch.manual_seed(0)
+    model = create_model(name)
+    pre = preprocess_config_for(model)
+    audio, visual = (torch.from_numpy(x) for x in real_window(pre, data_root, batch=4))
+    calibrate_batchnorm(model, [(audio, visual)])
+    with torch.inference_mode():
+        fast = model(audio, visual)
+        with reference_paths():
+            reference = model(audio, visual)
+        again = model(audio, visual)                 # the context restores the fast paths
+    for f, r, a in zip(fast, reference, again):
+        torch.testing.assert_close(f, r, rtol=1e-5, atol=1e-5)
+        assert torch.equal(f, a)
+    assert torch.count_nonzero(fast[0]) > 0
+    assert torch.equal(fast[0].argmax(1), reference[0].argmax(1))

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based.neuron import BaseNode
 
-from .neurons import LIFNode
+from .neurons import LIFNode, fast_paths_allowed
 
 
 @dataclass(frozen=True)
@@ -90,15 +90,16 @@ class SeqConvBN(SeqModule):
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
         x = x_seq.flatten(0, 1)                                         # (T*B, C, ...)
-        if x.dim() == 4:
+        fast = fast_paths_allowed()
+        if x.dim() == 4 and fast:
             x = x.contiguous(memory_format=torch.channels_last)
         bn = self.bn
-        if self.training or torch.is_grad_enabled() or torch.jit.is_tracing() or not bn.track_running_stats:
+        if self.training or torch.is_grad_enabled() or not fast or not bn.track_running_stats:
             y = self.module(x)
         else:
             weight, bias = self._fused_params()
             y = self.conv._conv_forward(x, weight, bias)
-        if y.dim() == 4 and not y.is_contiguous(memory_format=torch.channels_last):
+        if fast and y.dim() == 4 and not y.is_contiguous(memory_format=torch.channels_last):
             y = y.contiguous(memory_format=torch.channels_last)     # 1-channel inputs come out NCHW
         return y.unflatten(0, x_seq.shape[:2])
 

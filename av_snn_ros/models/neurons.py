@@ -17,8 +17,9 @@ comparison ``v >= v_threshold``, which is exactly the surrogate's forward value.
 """
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 import torch.nn as nn
@@ -190,9 +191,35 @@ class LIFNode(BaseNode):
         return out
 
 
+_reference_only = False
+
+
+@contextlib.contextmanager
+def reference_paths() -> Iterator[None]:
+    """Run models with their training-time computations only (process-wide, for benchmarks and tests).
+
+    Inference normally takes fast paths with the same values: fused multi-step neurons (this module),
+    batch norm folded into the convolution and channels-last activations (``blocks.SeqConvBN``).
+    Inside this context every model computes as it does in training, step by step through
+    spikingjelly's charge/fire/reset template, batch norm after the convolution, NCHW: the plain eager
+    torch baseline that ``av-snn bench`` times the fast paths against.
+    """
+    global _reference_only
+    previous, _reference_only = _reference_only, True
+    try:
+        yield
+    finally:
+        _reference_only = previous
+
+
+def fast_paths_allowed() -> bool:
+    """False inside :func:`reference_paths` or while the ONNX tracer records the graph."""
+    return not (_reference_only or torch.jit.is_tracing())
+
+
 def _needs_reference_path(x: torch.Tensor) -> bool:
-    """True when autograd records (surrogate gradients) or the ONNX tracer records the graph."""
-    return (torch.is_grad_enabled() and x.requires_grad) or torch.jit.is_tracing()
+    """True when autograd records (surrogate gradients), the ONNX tracer records, or reference_paths() is on."""
+    return (torch.is_grad_enabled() and x.requires_grad) or not fast_paths_allowed()
 
 
 class MLIFNode(BaseNode):
@@ -271,7 +298,7 @@ class MLIFNode(BaseNode):
         recording = torch.is_grad_enabled() and (
             c_a_seq.requires_grad or c_v_seq.requires_grad or self.alpha_a.requires_grad
             or self.alpha_v.requires_grad)
-        if recording or torch.jit.is_tracing():
+        if recording or not fast_paths_allowed():
             out_a, out_v = [], []
             for c_a, c_v in zip(c_a_seq, c_v_seq):
                 s_a, s_v, v_a, v_v = self._step(c_a, c_v, v_a, v_v)

@@ -74,7 +74,7 @@ def preprocess_config_for(model: nn.Module, base: PreprocessConfig | None = None
 
 def export_onnx(model: nn.Module, pre_cfg: PreprocessConfig, path: str | Path, batch: int = 1,
                 opset: int = OPSET) -> Path:
-    """Export ``model`` for one window of ``pre_cfg`` (static shapes) and validate it with onnx.checker."""
+    """Export ``model`` for one window of ``pre_cfg`` (static shapes), constant-folded, validated by onnx.checker."""
     import onnx
     if opset < OPSET:
         raise ValueError(f'opset must be >= {OPSET}, got {opset}')
@@ -93,6 +93,15 @@ def export_onnx(model: nn.Module, pre_cfg: PreprocessConfig, path: str | Path, b
                               do_constant_folding=True)
     finally:
         model.train(was_training)
+    # Fold what the TorchScript exporter leaves (static-shape arithmetic) before the file is hashed, so
+    # the card pins the graph TensorRT and onnxruntime actually get (onnx_checks.fold_constants).
+    from .onnx_checks import fold_constants
+    unfolded = path.with_name(path.stem + '.unfolded.onnx')
+    path.replace(unfolded)
+    try:
+        fold_constants(unfolded, path)
+    finally:
+        unfolded.unlink(missing_ok=True)
     proto = onnx.load(str(path))
     if _restore_unused_inputs(proto, {'audio': audio_shape, 'visual': visual_shape}):
         onnx.save(proto, str(path))

@@ -11,6 +11,7 @@ import yaml
 from av_snn_ros import export
 from av_snn_ros.model_card import ModelCard
 from av_snn_ros.models import calibrate_batchnorm, create_model
+from av_snn_ros.onnx_checks import check_onnx_for_tensorrt
 from av_snn_ros.preprocessing import PreprocessConfig
 
 DIGITS = [str(d) for d in range(10)]
@@ -108,6 +109,10 @@ def test_cli_fresh_unimodal_model_keeps_both_onnx_inputs(tmp_path, capsys):
     shapes = export.input_shapes(card.preprocessing)
     outs = session.run(None, {'audio': np.zeros(shapes[0], np.float32), 'visual': np.zeros(shapes[1], np.float32)})
     assert outs[0].shape == (1, 10)
+    assert not np.any(outs[2])                                   # the missing head reads as zeros ...
+    report = check_onnx_for_tensorrt(card.verified_onnx(), strict=True)
+    assert report.ok, report.summary()                           # ... folded, hashed as folded
+    assert not any('constant' in w for w in report.warnings)     # ... and is not a constant output
 
 
 @pytest.mark.skipif(importlib.util.find_spec('tensorrt') is not None, reason='TensorRT is installed here')

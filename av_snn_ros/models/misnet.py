@@ -185,7 +185,9 @@ class MISNet(SpikingAVModel):
             elif m in self.modalities:
                 out[f'{m}_logits'] = logits
             else:
-                out[f'{m}_logits'] = torch.zeros_like(logits)
+                # zeros computed from the logits rather than a constant: exported, a constant graph
+                # output is rejected by some TensorRT parser versions (docs/jetson.md)
+                out[f'{m}_logits'] = logits.detach() * 0.0
         out['pooled'] = torch.cat([pooled[m].mean(0) for m in self.modalities], dim=1)   # (B, sum C)
         return out
 

@@ -280,19 +280,16 @@ def test_node_configure_fails_with_the_reason(ros_context, card_dir: Path, tmp_p
     assert not (tmp_path / 'payload-ran').exists()
 
 
-def test_node_auto_backend_names_a_tampered_onnx_when_falling_back(ros_context, card_dir: Path, capfd) -> None:
-    """``auto`` skips a backend whose file fails its check, and says so loudly (log + diagnostics)."""
+def test_node_auto_backend_refuses_a_tampered_onnx(ros_context, card_dir: Path, capfd) -> None:
+    """``auto`` falls back past unavailable runtimes, never past a damaged model file: configure fails."""
     from rclpy.lifecycle import TransitionCallbackReturn
     onnx_path = _artefact(card_dir, 'onnx')
     _flip_byte(onnx_path)
     node = _node(ros_context, card_dir / 'card.yaml', 'auto')
     try:
-        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
-        values = node.diagnostics_values()
-        assert values['backend'] == 'torch'
-        assert 'does not match its card' in values['backend_fallback.onnxruntime']
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        assert node.choice is None
     finally:
-        node.trigger_shutdown()
         node.destroy_node()
     err = capfd.readouterr().err
-    assert 'backend onnxruntime not used' in err and onnx_path.name in err
+    assert 'configure failed' in err and 'does not match its card' in err and onnx_path.name in err

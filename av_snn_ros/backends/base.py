@@ -15,6 +15,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..model_card import ModelFileError
+
 log = logging.getLogger(__name__)
 
 
@@ -96,6 +98,9 @@ def create_backend(name: str, card, **options) -> BackendChoice:
     ``auto`` tries :data:`AUTO_ORDER` and falls back past any backend that is unavailable or fails to
     build/load, recording why in ``BackendChoice.skipped`` (the node logs it once and publishes it in
     diagnostics). A pinned name never falls back: its failure raises :class:`BackendUnavailable`.
+    A :class:`~av_snn_ros.model_card.ModelFileError` (a file the card lists is missing, truncated or does
+    not match its hash) is never fallen back past, not even under ``auto``: a damaged deployment must
+    stop the start-up, not run quietly on another backend.
     Options a backend does not take are ignored by the others (each factory takes ``**options``).
     """
     if name != 'auto':
@@ -105,6 +110,8 @@ def create_backend(name: str, card, **options) -> BackendChoice:
     for candidate in AUTO_ORDER:
         try:
             backend = _factory(candidate)(card, **options)
+        except ModelFileError:
+            raise
         except (BackendUnavailable, ImportError, OSError, RuntimeError) as exc:
             skipped[candidate] = str(exc)
             continue

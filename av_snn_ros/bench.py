@@ -734,6 +734,7 @@ def bench_node(card_path: Path, backend: str, threads: int, seconds: float, data
         'latency_definition': report.get('latency_definition'),
         'end_to_end_latency_ms': lat,
         'node_inference_latency_s': inference,
+        'node_queue_wait_s': {k: float(v) for k, v in (report.get('node_queue_wait_s') or {}).items()},
         'node_drop_counters': _drop_counters(report.get('node_diagnostics') or {}),
         'flow_control_stalls': report.get('flow_control_stalls'),
         'flow_control_wait_s': report.get('flow_control_wait_s'),
@@ -765,6 +766,7 @@ def node_summary(node: dict) -> str:
         return f'\nnode: skipped: {node["skipped"]}'
     lat = node.get('end_to_end_latency_ms') or {}
     inf = node.get('node_inference_latency_s') or {}
+    wait = node.get('node_queue_wait_s') or {}
     cpu = node.get('node_cpu_percent')
     nan = float('nan')
     return (f'\nnode ({node["model"]}, backend {node["backend"]}, real time {node["input"]["seconds"]:.0f} s, '
@@ -774,5 +776,6 @@ def node_summary(node: dict) -> str:
             f'(expected {node["expected_output_rate_hz"]:.2f})\n'
             f'  end-to-end latency p50 {lat.get("p50_ms", nan):.1f} ms, p99 {lat.get("p99_ms", nan):.1f} ms; '
             f'node inference p50 {1000 * inf.get("p50_s", nan):.1f} ms, '
-            f'p99 {1000 * inf.get("p99_s", nan):.1f} ms; node CPU '
+            f'p99 {1000 * inf.get("p99_s", nan):.1f} ms; queue wait p50 {1000 * wait.get("p50_s", nan):.1f} ms; '
+            f'node CPU '
             f'{cpu if cpu is None else round(cpu, 1)} %')

@@ -8,10 +8,11 @@ when replaying a bag faster than real time). Every replaced or dropped item is c
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from typing import Callable, Generic, TypeVar
 
-from .runtime_stats import Counters
+from .runtime_stats import Counters, LatencyTracker
 
 ItemT = TypeVar('ItemT')
 ResultT = TypeVar('ResultT')
@@ -67,6 +68,8 @@ class InferenceWorker(Generic[ItemT, ResultT]):
 
     Exceptions from ``process`` or ``on_result`` are counted (``errors``) and passed to ``on_error``;
     the thread keeps running. Counters: ``submitted``, ``processed``, ``dropped_busy``, ``errors``.
+    ``queue_wait`` holds how long each processed item waited between ``submit`` and the start of
+    ``process`` (seconds): the hand-off cost, and with a busy worker the queueing delay.
     """
 
     def __init__(self, process: Callable[[ItemT], ResultT], on_result: Callable[[ItemT, ResultT], None],
@@ -75,12 +78,13 @@ class InferenceWorker(Generic[ItemT, ResultT]):
         self._process = process
         self._on_result = on_result
         self._on_error = on_error
-        self._mailbox: Mailbox[ItemT] = Mailbox(capacity)
+        self._mailbox: Mailbox[tuple[ItemT, float]] = Mailbox(capacity)   # (item, submit time)
         self._name = name
         self.counters = counters if counters is not None else Counters()
         self._thread: threading.Thread | None = None
         self._idle = threading.Condition()
         self._outstanding = 0          # submitted and not yet finished or dropped
+        self.queue_wait = LatencyTracker()
 
     def start(self) -> None:
         if self._thread is not None:
@@ -92,7 +96,7 @@ class InferenceWorker(Generic[ItemT, ResultT]):
         """Queue ``item``; return False if it displaced an unprocessed one (counted ``dropped_busy``)."""
         self.counters.inc('submitted')
         with self._idle:
-            dropped = self._mailbox.put(item)
+            dropped = self._mailbox.put((item, time.monotonic()))
             if dropped is not None:
                 self.counters.inc('dropped_busy')
                 return False
@@ -101,9 +105,11 @@ class InferenceWorker(Generic[ItemT, ResultT]):
 
     def _run(self) -> None:
         while True:
-            item = self._mailbox.get()
-            if item is None:
+            entry = self._mailbox.get()
+            if entry is None:
                 return
+            item, submitted = entry
+            self.queue_wait.add(time.monotonic() - submitted)
             try:
                 result = self._process(item)
                 self._on_result(item, result)

@@ -208,6 +208,8 @@ def test_inference_worker_newest_wins_and_counts_drops():
     assert results == [10, 40]
     counts = worker.counters.snapshot()
     assert counts['dropped_busy'] == 2 and counts['processed'] == 2 and counts['submitted'] == 4
+    assert worker.queue_wait.count == 2                        # one wait per processed item
+    assert worker.queue_wait.percentiles()['p99'] > 0          # item 4 waited while 1 was held
 
 
 def test_inference_worker_queue_and_errors():

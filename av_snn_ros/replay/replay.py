@@ -593,6 +593,8 @@ def _report(opts, card, params_file, spans, samples, collector, player, wall_s, 
         # the node's own inference time (its stamp_to_publish compares bag stamps with now(): not meaningful)
         'node_inference_latency_s': {k[len('latency.inference_'):]: v for k, v in counters.items()
                                      if k.startswith('latency.inference_')},
+        'node_queue_wait_s': {k[len('latency.queue_wait_'):]: v for k, v in counters.items()
+                              if k.startswith('latency.queue_wait_')},
         'backend': counters.get('backend'),
         'energy': {k[len('energy.'):]: v for k, v in counters.items() if k.startswith('energy.')} or None,
         'node_diagnostics': diagnostics,

@@ -342,7 +342,11 @@ class AvClassifierNode(LifecycleNode):
                                          if k.startswith('drop.') and k != 'drop.inference_error')
         for name, meter in self.rates.items():
             values[f'rate.{name}_hz'] = f'{meter.rate_hz():.2f}'
-        for name, tracker in (('inference', self.inference_latency), ('stamp_to_publish', self.stamp_latency)):
+        trackers = [('inference', self.inference_latency), ('stamp_to_publish', self.stamp_latency)]
+        worker = self._worker
+        if worker is not None:
+            trackers.append(('queue_wait', worker.queue_wait))   # window complete -> inference starts
+        for name, tracker in trackers:
             for q, v in tracker.percentiles().items():
                 values[f'latency.{name}_{q}_s'] = f'{v:.4f}'
         values['buffered_audio_s'] = f'{buffered[0]:.2f}'

@@ -27,6 +27,15 @@ def _inputs(model, batch=1, seed=0, size=None):
             torch.randn(T, batch, cfg.visual_channels, *size, generator=g))
 
 
+def _calibrated_on_real_windows(name, data_root, batch):
+    """A fresh model with BN statistics from ``batch`` real windows (so spikes reach the head), and those windows."""
+    torch.manual_seed(0)
+    model = create_model(name)
+    audio, visual = (torch.from_numpy(x) for x in real_window(preprocess_config_for(model), data_root, batch=batch))
+    calibrate_batchnorm(model, [(audio, visual)])
+    return model, audio, visual
+
+
 def _n_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -120,11 +129,7 @@ def test_models_reject_inputs_of_the_wrong_shape():
 @pytest.mark.parametrize('name', ['misnet_tiny', 'scmrl_tiny'])
 def test_each_forward_is_an_independent_window(name, data_root):
     """State is reset per call and samples do not interact in eval mode: batch of 2 == one by one."""
-    torch.manual_seed(0)
-    model = create_model(name)
-    pre = preprocess_config_for(model)
-    audio, visual = (torch.from_numpy(x) for x in real_window(pre, data_root, batch=2))
-    calibrate_batchnorm(model, [(audio, visual)])
+    model, audio, visual = _calibrated_on_real_windows(name, data_root, batch=2)
     with torch.no_grad():
         both = model(audio, visual)[0]
         first = model(audio[:, :1], visual[:, :1])[0]
@@ -199,11 +204,7 @@ def test_fast_inference_paths_compute_the_training_time_values(name, data_root):
     one of speed only. Checked on real windows through calibrated BN, so neurons fire at every layer.
     """
     from av_snn_ros.models.neurons import reference_paths
-    torch.manual_seed(0)
-    model = create_model(name)
-    pre = preprocess_config_for(model)
-    audio, visual = (torch.from_numpy(x) for x in real_window(pre, data_root, batch=4))
-    calibrate_batchnorm(model, [(audio, visual)])
+    model, audio, visual = _calibrated_on_real_windows(name, data_root, batch=4)
     with torch.inference_mode():
         fast = model(audio, visual)
         with reference_paths():

@@ -58,7 +58,10 @@ def test_bench_writes_the_report(tmp_path, data_root, capsys) -> None:
     share = m['stage_profile_ms']['share']
     assert {'conv', 'neuron'} <= set(share) and sum(share.values()) == pytest.approx(1.0)
     assert m['top_ops'] and all(r['calls'] >= 1 for r in m['top_ops'])
-    assert 'misnet_tiny' in capsys.readouterr().out                # the summary table
+    assert m['speedup_target_met'] == (m['best_speedup_vs_eager'] >= bench.SPEEDUP_TARGET)
+    out = capsys.readouterr().out
+    assert 'misnet_tiny' in out                                    # the summary table
+    assert 'eager torch (>= 3x): ' + ('met' if m['speedup_target_met'] else 'NOT met') in out
 
 
 def test_bench_rejects_bad_arguments(tmp_path) -> None:

@@ -5,6 +5,7 @@
 #   scripts/train_default.sh [DATA_ROOT]          # default: $AV_SNN_DATA_ROOT or ../shared/data
 #   STAGES="noisy" scripts/train_default.sh       # only some stages: default, noisy, eval, report
 #   NOISY_EPOCHS=30 STAGES=noisy scripts/train_default.sh   # one round of the noisy comparison
+#   NOISY_SEEDS="1 2" NOISY_EPOCHS=30 NOISY_MODELS="misnet concat visual" STAGES=noisy scripts/train_default.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,12 +28,16 @@ fi
 if has_stage noisy; then
   # 2. The noisy-protocol comparison: the same recipe and split for MISNet, the concat baseline and
   #    the two unimodal baselines (training noise redrawn every epoch; val/test use the fixed protocol),
-  #    once with the shipped model's 12 epochs and once with 30.
-  for epochs in ${NOISY_EPOCHS:-12 30}; do
-    tag=noisy; [[ "$epochs" == 12 ]] || tag="noisy$epochs"
-    for model in misnet concat audio visual; do
-      av_snn train --recipe "training/recipes/digits_${model}_tiny.yaml" --data-root "$DATA" \
-        protocol=noisy epochs="$epochs" out_dir="runs/${tag}_${model}_tiny" card_name="av_digits_${tag}_${model}_tiny"
+  #    once with the shipped model's 12 epochs and once with 30. NOISY_SEEDS repeats it with other seeds
+  #    (seed 0 -> runs/noisy30_*, seed s -> runs/noisy30s<s>_*); NOISY_MODELS picks the models.
+  for seed in ${NOISY_SEEDS:-0}; do
+    for epochs in ${NOISY_EPOCHS:-12 30}; do
+      tag=noisy; [[ "$epochs" == 12 ]] || tag="noisy$epochs"; [[ "$seed" == 0 ]] || tag="${tag}s$seed"
+      for model in ${NOISY_MODELS:-misnet concat audio visual}; do
+        av_snn train --recipe "training/recipes/digits_${model}_tiny.yaml" --data-root "$DATA" \
+          protocol=noisy epochs="$epochs" seed="$seed" out_dir="runs/${tag}_${model}_tiny" \
+          card_name="av_digits_${tag}_${model}_tiny"
+      done
     done
   done
 fi
@@ -62,6 +67,29 @@ for run in sorted(Path('runs').glob('noisy*_misnet_tiny')):
             only_b = sum(correct[b][k] and not correct[a][k] for k in correct[a])
             p = binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
             print(f'{tag:8s} {a} vs {b}: right only by {a} {only_a}, only by {b} {only_b}, McNemar p = {p:.2f}')
+# Across seeds (runs/noisy30_* is seed 0, runs/noisy30s<s>_* seed s): mean and spread per model, and the
+# per-seed differences of the paired comparisons (same 500 test windows in every seed).
+import re
+import statistics
+acc = {}
+for folder in Path('runs').glob('noisy30*_*_tiny'):
+    m = re.fullmatch(r'noisy30(?:s(\d+))?_(\w+?)_tiny', folder.name)
+    if m and (folder / 'metrics.json').is_file():
+        seed = int(m.group(1) or 0)
+        acc.setdefault(m.group(2), {})[seed] = json.loads((folder / 'metrics.json').read_text())['test']['accuracy']
+if any(len(v) > 1 for v in acc.values()):
+    print('30 epochs across seeds (test accuracy, %):')
+    for model, by_seed in sorted(acc.items()):
+        vals = [100 * by_seed[s] for s in sorted(by_seed)]
+        sd = statistics.stdev(vals) if len(vals) > 1 else float('nan')
+        print(f'  {model:7s} seeds {sorted(by_seed)}: ' + ', '.join(f'{v:.1f}' for v in vals)
+              + f'  mean {statistics.mean(vals):.1f} sd {sd:.1f}')
+    for a, b in (('misnet', 'visual'), ('misnet', 'concat'), ('concat', 'visual')):
+        seeds = sorted(set(acc.get(a, {})) & set(acc.get(b, {})))
+        if seeds:
+            diffs = [100 * (acc[a][s] - acc[b][s]) for s in seeds]
+            print(f'  {a} - {b} per seed {seeds}: ' + ', '.join(f'{d:+.1f}' for d in diffs)
+                  + f'  mean {statistics.mean(diffs):+.1f} points')
 PYEOF
 fi
 

@@ -338,6 +338,11 @@ class _Player:
         return latest[i] if i >= 0 else None
 
 
+def _with_prefix(values: dict, prefix: str) -> dict:
+    """The entries of ``values`` whose key starts with ``prefix``, keyed by the rest of the key."""
+    return {k[len(prefix):]: v for k, v in values.items() if k.startswith(prefix)}
+
+
 def run_replay(opts: ReplayOptions, on_classification: Callable[[Received], None] | None = None,
                on_ready: Callable[[], None] | None = None) -> dict:
     """Replay ``opts.bag`` through a classifier process; return the JSON-ready report."""
@@ -591,12 +596,10 @@ def _report(opts, card, params_file, spans, samples, collector, player, wall_s, 
         'windows_dropped': counters.get('windows_dropped'),
         'windows_classified': counters.get('windows_classified'),
         # the node's own inference time (its stamp_to_publish compares bag stamps with now(): not meaningful)
-        'node_inference_latency_s': {k[len('latency.inference_'):]: v for k, v in counters.items()
-                                     if k.startswith('latency.inference_')},
-        'node_queue_wait_s': {k[len('latency.queue_wait_'):]: v for k, v in counters.items()
-                              if k.startswith('latency.queue_wait_')},
+        'node_inference_latency_s': _with_prefix(counters, 'latency.inference_'),
+        'node_queue_wait_s': _with_prefix(counters, 'latency.queue_wait_'),
         'backend': counters.get('backend'),
-        'energy': {k[len('energy.'):]: v for k, v in counters.items() if k.startswith('energy.')} or None,
+        'energy': _with_prefix(counters, 'energy.') or None,
         'node_diagnostics': diagnostics,
         'node_exit_code': node_rc,
         'node_log': log_path,

@@ -69,6 +69,11 @@ FAST = 'torch_fast'             # the torch backend as the node runs it (inferen
 COMPILED = 'torch_compile'
 ORT = 'onnxruntime'
 ORT_NOSPIN = 'onnxruntime_nospin'     # same session, intra-op threads sleep instead of spinning
+TORCH_CUDA = 'torch_cuda'       # the torch backend on the GPU (numpy in, numpy out, as the node runs it)
+TENSORRT = 'tensorrt'           # the TensorRT backend (engine from the card's ONNX, fp16 by default)
+#: paths that run on a GPU: reported beside the CPU paths, never counted for the CPU speed-up target
+GPU_PATHS = (TORCH_CUDA, TENSORRT)
+CUDA_MODES = ('auto', 'on', 'off')
 
 
 @dataclass
@@ -105,6 +110,10 @@ def machine_info() -> dict:
         info['memory_gb'] = round(psutil.virtual_memory().total / 2 ** 30, 1)
     except ImportError:
         pass
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(torch.cuda.current_device())
+        info['gpu'] = {'name': props.name, 'compute_capability': f'{props.major}.{props.minor}',
+                       'memory_gb': round(props.total_memory / 2 ** 30, 1), 'cuda': torch.version.cuda}
     return info
 
 
@@ -226,8 +235,10 @@ def _backend_path(name: str, backend, target: Target, build_s: float, reference:
     return InferencePath(name, run, build_s, {'backend': backend.name, **info})
 
 
-def build_paths(target: Target, threads: int, compile_torch: bool) -> tuple[dict[str, InferencePath], dict[str, str]]:
-    """Eager torch, the torch fast paths, optionally ``torch.compile``, and onnxruntime; skipped ones with reasons."""
+def build_paths(target: Target, threads: int, compile_torch: bool,
+                cuda: bool = False) -> tuple[dict[str, InferencePath], dict[str, str]]:
+    """Eager torch, the torch fast paths, optionally ``torch.compile``, onnxruntime and (``cuda``) the GPU
+    backends; skipped ones with reasons."""
     import torch
     from .backends.torch_backend import TorchBackend
     paths: dict[str, InferencePath] = {}
@@ -262,7 +273,35 @@ def build_paths(target: Target, threads: int, compile_torch: bool) -> tuple[dict
         paths[ORT_NOSPIN] = _ort_nospin_path(target, threads)
     elif ORT in paths:
         skipped[ORT_NOSPIN] = 'one intra-op thread: nothing spins'
+    if cuda:
+        paths.update(_gpu_paths(target, skipped))
+    else:
+        for name in GPU_PATHS:
+            skipped[name] = 'no CUDA device (torch.cuda.is_available() is False) or --cuda off'
     return paths, skipped
+
+
+def _gpu_paths(target: Target, skipped: dict[str, str]) -> dict[str, InferencePath]:
+    """The node's GPU backends: torch on CUDA and TensorRT (built from the card's ONNX, engine cached).
+
+    Both hand numpy back, so every timed call includes the host-device copies and a synchronisation,
+    as in the node. A backend that cannot be built is reported as skipped with its reason.
+    """
+    from .backends.base import BackendUnavailable
+    from .backends.torch_backend import TorchBackend
+    from .model_card import ModelFileError
+    paths: dict[str, InferencePath] = {}
+    t0 = time.perf_counter()
+    backend = TorchBackend(target.card, device='cuda')       # threads: the CPU paths' setting stays
+    paths[TORCH_CUDA] = _backend_path(TORCH_CUDA, backend, target, time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    try:
+        from .backends.tensorrt_backend import create as create_trt
+        trt = create_trt(target.card)        # builds or reuses the cached engine, then warms up
+        paths[TENSORRT] = _backend_path(TENSORRT, trt, target, time.perf_counter() - t0)
+    except (BackendUnavailable, ModelFileError) as exc:
+        skipped[TENSORRT] = f'{type(exc).__name__}: {exc}'
+    return paths
 
 
 def _ort_nospin_path(target: Target, threads: int) -> InferencePath:
@@ -302,10 +341,10 @@ def agreement(reference: tuple[np.ndarray, ...], other: tuple[np.ndarray, ...], 
 
 # --------------------------------------------------------------------------------------------- bench
 
-def bench_target(target: Target, threads: int, compile_torch: bool, quick: bool) -> dict:
+def bench_target(target: Target, threads: int, compile_torch: bool, quick: bool, cuda: bool = False) -> dict:
     """Every measurement for one model; returns its JSON section."""
     import torch
-    paths, skipped = build_paths(target, threads, compile_torch)
+    paths, skipped = build_paths(target, threads, compile_torch, cuda)
     eager_model_inputs = (torch.from_numpy(target.audio), torch.from_numpy(target.visual))
     model = target.card.load_torch_model().eval()
     flops = profiling.count_flops(model, eager_model_inputs)
@@ -335,16 +374,22 @@ def bench_target(target: Target, threads: int, compile_torch: bool, quick: bool)
         if name in agree:
             entry['agreement_vs_eager'] = agree[name]
         section['paths'][name] = entry
-    optimised = {n: e for n, e in section['paths'].items() if n != EAGER}
+    # the target is the CPU's (the node's 2-core budget); a GPU's ratio is reported beside it
+    optimised = {n: e for n, e in section['paths'].items() if n != EAGER and n not in GPU_PATHS}
     best = min(optimised, key=lambda n: optimised[n]['p50_ms']) if optimised else None
     section['best_optimised_path'] = best
     section['best_speedup_vs_eager'] = optimised[best]['speedup_vs_eager_p50'] if best else None
     section['speedup_target_met'] = (section['best_speedup_vs_eager'] >= SPEEDUP_TARGET) if best else None
+    gpu = {n: e for n, e in section['paths'].items() if n in GPU_PATHS}
+    if gpu:
+        gpu_best = min(gpu, key=lambda n: gpu[n]['p50_ms'])
+        section['gpu_best_path'] = gpu_best
+        section['gpu_best_speedup_vs_eager'] = gpu[gpu_best]['speedup_vs_eager_p50']
     if target.card.model.startswith(SCMRL_FAMILY) and best is not None:
         # the reference's 160 ms is for E=256, T=4, 128x128, batch 1; other geometries are not comparable
         comparable = (target.card.model == SCMRL_FAMILY and target.audio.shape[:2] == (4, 1)
                       and tuple(target.audio.shape[-2:]) == (128, 128))
-        fastest = min(e['per_sample_p50_ms'] for e in section['paths'].values())
+        fastest = min(e['per_sample_p50_ms'] for n, e in section['paths'].items() if n not in GPU_PATHS)
         section['scmrl_reference'] = {
             'reference_ms_per_sample': SCMRL_REFERENCE_MS, 'ours_best_ms_per_sample': fastest,
             'speedup_vs_reference': SCMRL_REFERENCE_MS / fastest,
@@ -373,6 +418,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--threads', type=int, default=DEFAULT_THREADS,
                         help='torch and onnxruntime intra-op threads (default %(default)s); torch\'s OpenMP '
                              'threads sleep when idle (OMP_WAIT_POLICY=PASSIVE unless the environment sets it)')
+    parser.add_argument('--cuda', choices=CUDA_MODES, default='auto',
+                        help='also time the GPU backends (torch on CUDA, TensorRT): auto = when torch sees a '
+                             'GPU (default), on = fail without one, off = CPU only. GPU paths are reported '
+                             'beside the CPU target, not counted for it')
     parser.add_argument('--compile', action='store_true',
                         help='also time torch.compile (inductor; minutes of compilation on 2 cores)')
     parser.add_argument('--no-node', action='store_true',
@@ -397,17 +446,27 @@ def _validate(args: argparse.Namespace) -> None:
         raise ValueError(f'--node-seconds must be > 0, got {args.node_seconds}')
 
 
+def _use_cuda(mode: str) -> bool:
+    import torch
+    if mode == 'on' and not torch.cuda.is_available():
+        raise ValueError(f'--cuda on, but torch {torch.__version__} sees no CUDA device '
+                         f'(CUDA {torch.version.cuda or "not compiled in"})')
+    return mode != 'off' and torch.cuda.is_available()
+
+
 def run(args: argparse.Namespace) -> dict:
     """Run the bench described by ``args`` and return the report (also used by tests)."""
     import torch
 
     from .paths import default_data_root, default_model_card
     _validate(args)
+    cuda = _use_cuda(args.cuda)
     torch.set_num_threads(args.threads)
     data_root = args.data_root or default_data_root()
     report: dict[str, Any] = {
         'command': ' '.join(['av-snn', 'bench', *sys.argv[2:]]) if sys.argv[1:2] == ['bench'] else None,
         'settings': {'threads': args.threads, 'quick': bool(args.quick), 'compile': bool(args.compile),
+                     'cuda': cuda,
                      'omp_wait_policy': os.environ.get('OMP_WAIT_POLICY'),
                      'omp_wait_policy_source': ('environment' if _OMP_POLICY_PRESET else 'bench default')
                      + (' (torch was loaded before the bench: may not apply)' if _TORCH_PRELOADED else ''),
@@ -436,7 +495,7 @@ def run(args: argparse.Namespace) -> dict:
         for make in targets:
             target = make()
             print(f'av-snn bench: {target.label} ...', file=sys.stderr, flush=True)
-            models.append(bench_target(target, args.threads, args.compile, args.quick))
+            models.append(bench_target(target, args.threads, args.compile, args.quick, cuda))
             gemm_runs.append(profiling.measure_gemm_gflops(repeats=gemm_repeats))
         report['models'] = models
         report['skipped'] = skipped
@@ -449,8 +508,10 @@ def run(args: argparse.Namespace) -> dict:
     peak = max(g['best_gflops'] for g in [report['gemm'], *gemm_runs])
     report['gemm_peak_gflops'] = peak
     for m in models:
-        for entry in m['paths'].values():
-            entry['fraction_of_gemm_peak'] = entry['achieved_gflops'] / peak if entry['achieved_gflops'] else None
+        for name, entry in m['paths'].items():
+            # the peak is the CPU's: a GPU path's fraction of it would mean nothing
+            cpu = name not in GPU_PATHS
+            entry['fraction_of_gemm_peak'] = entry['achieved_gflops'] / peak if entry['achieved_gflops'] and cpu else None
     report['machine']['loadavg_end'] = list(os.getloadavg())
     return report
 
@@ -519,6 +580,9 @@ def target_lines(report: dict) -> list[str]:
         if m.get('best_optimised_path'):
             lines.append(f'  {m["label"]}: {m["best_optimised_path"]} {m["best_speedup_vs_eager"]:.2f}x eager torch '
                          f'(>= {SPEEDUP_TARGET:g}x): {verdict(m["speedup_target_met"])}')
+        if m.get('gpu_best_path'):
+            lines.append(f'  {m["label"]}: on the GPU {m["gpu_best_path"]} {m["gpu_best_speedup_vs_eager"]:.2f}x '
+                         'eager torch on the CPU (beside the target, which is the CPU\'s)')
         if 'scmrl_reference' in m:
             r = m['scmrl_reference']
             lines.append(f'  {m["label"]}: {r["speedup_vs_reference"]:.2f}x the reference implementation '

@@ -21,7 +21,7 @@ def _args(tmp_path, **overrides) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     bench.add_arguments(parser)
     argv = ['--json', str(tmp_path / 'bench.json'), '--no-card', '--model', 'misnet_tiny', '--input-size', '32',
-            '--quick', '--no-node', '--threads', '1']
+            '--quick', '--no-node', '--threads', '1', '--cuda', 'off']
     args = parser.parse_args(argv)
     for k, v in overrides.items():
         setattr(args, k, v)
@@ -67,6 +67,28 @@ def test_bench_writes_the_report(tmp_path, data_root, capsys) -> None:
 def test_bench_rejects_bad_arguments(tmp_path) -> None:
     assert bench.main(_args(tmp_path, batch=0)) == 2
     assert not (tmp_path / 'bench.json').exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='a CUDA device is present: the no-GPU error is not raised')
+def test_bench_cuda_on_without_a_gpu_is_a_clear_error(tmp_path, capsys) -> None:
+    assert bench.main(_args(tmp_path, cuda='on')) == 2
+    assert 'sees no CUDA device' in capsys.readouterr().err
+    assert not (tmp_path / 'bench.json').exists()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason=f'no CUDA device (torch {torch.__version__})')
+def test_bench_times_the_gpu_backends_beside_the_cpu_target(tmp_path, data_root) -> None:
+    report = bench.run(_args(tmp_path, data_root=data_root, cuda='on'))
+    assert report['settings']['cuda'] and report['machine']['gpu']['name']
+    (m,) = report['models']
+    gpu = m['paths'][bench.TORCH_CUDA]
+    assert gpu['info']['device'] == 'cuda' and gpu['fraction_of_gemm_peak'] is None
+    agree = gpu['agreement_vs_eager']            # fp32 on the GPU (TF32 off) computes the CPU's spikes
+    assert agree['logits_nonzero'] and agree['argmax_equal'] and agree['max_abs_diff'] < 1e-3
+    assert bench.TENSORRT in m['paths'] or 'TensorRT' in m['skipped'][bench.TENSORRT]
+    assert m['best_optimised_path'] not in bench.GPU_PATHS         # the target stays the CPU's
+    assert m['gpu_best_path'] in bench.GPU_PATHS and m['gpu_best_speedup_vs_eager'] > 0
 
 
 def test_missing_card_is_reported_not_fatal(tmp_path, data_root) -> None:

@@ -31,6 +31,12 @@ class TorchBackend(InferenceBackend):
             raise ValueError(f'torch device must be one of {", ".join(DEVICES)}, got {device!r}')
         if device == 'cuda' and not torch.cuda.is_available():
             raise BackendUnavailable('torch device cuda requested but CUDA is not available')
+        if device == 'cuda':
+            # torch lets Ampere+ GPUs run fp32 convolutions as TF32 (10-bit mantissa), which moves
+            # membranes across the threshold. This backend promises fp32; the reduced-precision GPU path
+            # is TensorRT (fp16, gated on accuracy). Process-wide, like set_num_threads: the node owns it.
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
         if threads is not None:
             if int(threads) < 1:
                 raise ValueError(f'threads must be >= 1, got {threads}')

@@ -25,7 +25,8 @@ REPO = Path(__file__).resolve().parent.parent
 TORCHRUN_TIMEOUT_S = 300
 RECIPE = dict(model='misnet_tiny', model_args={'width': 0.125, 'cells': [1, 1, 0]}, dataset='av_digits',
               epochs=2, batch_size=8, train_num=24, max_batches_per_epoch=3, max_eval_batches=1,
-              eval_batch_size=8, optimizer='sgd', lr=0.05, lr_min=0.001, torch_threads=1, seed=5)
+              eval_batch_size=8, optimizer='sgd', lr=0.05, lr_min=0.001, torch_threads=1, seed=5,
+              device='cpu')   # gloo on CPU ranks, also on a machine with one GPU
 
 
 def test_two_gloo_ranks_match_one_process_with_accumulation(data_root, tmp_path):
@@ -71,3 +72,15 @@ def _initial(config: dict) -> dict[str, torch.Tensor]:
     cfg = TrainConfig.from_dict(config)
     seed_everything(cfg.seed)
     return dict(build_model(cfg, 10).named_parameters())
+
+
+def test_more_ranks_than_gpus_is_a_clear_error(monkeypatch):
+    """torchrun --nproc_per_node=2 on a one-GPU machine: rank 1 must not die in CUDA with 'invalid ordinal'."""
+    from av_snn_training.distributed import resolve_device
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 1)
+    assert resolve_device('auto', local_rank=0) == torch.device('cuda:0')
+    with pytest.raises(ValueError, match=r'cuda:1 does not exist \(LOCAL_RANK 1, 1 CUDA device'):
+        resolve_device('auto', local_rank=1)
+    with pytest.raises(ValueError, match='cuda:3 does not exist'):
+        resolve_device('cuda:3')

@@ -53,7 +53,13 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if name.startswith('cuda'):
         if not torch.cuda.is_available():
             raise ValueError(f'device {name!r} requested but CUDA is not available')
-        return torch.device(name if ':' in name else f'cuda:{local_rank}')
+        device = torch.device(name if ':' in name else f'cuda:{local_rank}')
+        count = torch.cuda.device_count()
+        if device.index >= count:
+            # e.g. torchrun --nproc_per_node=2 on a one-GPU machine: one rank per GPU
+            raise ValueError(f'{device} does not exist (LOCAL_RANK {local_rank}, {count} CUDA device(s)): start at '
+                             f'most {count} rank(s) per node, or train on the CPU with device: cpu')
+        return device
     return torch.device(name)
 
 

@@ -78,6 +78,7 @@ class TrainConfig:
     cache_samples: bool = False                # keep preprocessed samples in memory after first use
                                                # (dropped each epoch for epoch-dependent items)
     device: str = 'auto'                       # auto | cpu | cuda | cuda:N
+    deterministic: bool = True                 # CUDA: deterministic kernels (bit-identical resume and reruns)
     torch_threads: int | None = None           # torch.set_num_threads for this run (None: torch default)
     out_dir: str = 'runs/default'
     max_batches_per_epoch: int | None = None   # cap steps per epoch (smoke runs)

@@ -76,6 +76,37 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@contextlib.contextmanager
+def deterministic_kernels(enabled: bool, device: torch.device):
+    """Deterministic CUDA kernels for the duration of a run (restored afterwards).
+
+    Seeds alone do not make a CUDA run repeatable: cuDNN picks convolution algorithms that accumulate
+    weight gradients with atomics, so two runs (or a run and its resume) drift apart from the first step
+    (seen on an H200; tests/test_training.py). The CPU kernels used here are deterministic already.
+    An op without a deterministic CUDA kernel then raises instead of silently varying; the error says
+    how to opt out (``deterministic: false``).
+    """
+    if not enabled or device.type != 'cuda':
+        yield
+        return
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+              torch.backends.cudnn.benchmark)
+    # cuBLAS needs a fixed workspace configuration to be deterministic (read when its handle is made)
+    os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    except RuntimeError as exc:
+        if 'deterministic' in str(exc):
+            raise RuntimeError(f'{exc}\n(this run asked for deterministic CUDA kernels; set deterministic: false '
+                               'in the recipe to train with non-repeatable ones)') from exc
+        raise
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[1:]
+
+
 def _import(spec: str) -> Any:
     module_name, attr = spec.split(':')
     try:
@@ -429,7 +460,8 @@ def train(cfg: TrainConfig, data_root: str | Path | None = None, resume: bool = 
     if not ctx.is_main:
         log.setLevel(logging.WARNING)
     try:
-        return _train(cfg, ctx, resolve_data_root(cfg, data_root), resume, stop_after_epochs)
+        with deterministic_kernels(cfg.deterministic, ctx.device):
+            return _train(cfg, ctx, resolve_data_root(cfg, data_root), resume, stop_after_epochs)
     finally:
         D.cleanup(ctx)
 

@@ -33,7 +33,8 @@ def test_two_gloo_ranks_match_one_process_with_accumulation(data_root, tmp_path)
     ddp_out, single_out = tmp_path / 'ddp', tmp_path / 'single'
     recipe = tmp_path / 'recipe.yaml'
     recipe.write_text(yaml.safe_dump({**RECIPE, 'out_dir': str(ddp_out)}))
-    env = {**os.environ, 'PYTHONPATH': os.pathsep.join([str(REPO), str(REPO / 'training')]),
+    env = {**os.environ, 'PYTHONPATH': os.pathsep.join(filter(None, [str(REPO), str(REPO / 'training'),
+                                                                     os.environ.get('PYTHONPATH')])),
            'OMP_NUM_THREADS': '1'}
     # Both runs stop after epoch 1 of 2: the comparison needs the trained weights, not the final export.
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',

@@ -3,6 +3,7 @@
 # training box): the ROS-free tests, now with a GPU visible (training on `device: auto` runs on CUDA,
 # the `gpu`-marked bench and TensorRT tests run instead of skipping), then `av-snn bench --cuda on`
 # (CPU paths and GPU backends side by side) for the shipped card, MISNet-XS and S-CMRL at 128x128.
+# TensorRT engines (builds, fp16/fp32 comparison, polygraphy) are scripts/jetson_check.sh's job.
 #
 # usage: scripts/gpu_check.sh [OUT_DIR]     (default gpu_check/; needs torch with CUDA, onnx,
 #        onnxruntime, onnxscript, spikingjelly, pyyaml, scipy, tqdm, matplotlib, psutil, pytest, pytest-timeout;

@@ -244,7 +244,7 @@ def build_paths(target: Target, threads: int, compile_torch: bool,
     paths: dict[str, InferencePath] = {}
     skipped: dict[str, str] = {}
     t0 = time.perf_counter()
-    torch_backend = TorchBackend(target.card, threads=threads)      # exactly what the node runs
+    torch_backend = TorchBackend(target.card, threads=threads, device='cpu')   # what the node runs on a CPU
     build_s = time.perf_counter() - t0
     paths[EAGER] = _backend_path(EAGER, torch_backend, target, build_s, reference=True)
     paths[FAST] = _backend_path(FAST, torch_backend, target, build_s)

@@ -133,7 +133,7 @@ def offline_scores(card, rec: Recording) -> np.ndarray:
     from av_snn_ros.backends.torch_backend import TorchBackend
     from av_snn_ros.prediction import softmax
     cfg = card.preprocessing
-    backend = TorchBackend(card, threads=1)
+    backend = TorchBackend(card, threads=1, device='cpu')
     n = cfg.window_samples
     out = []
     for i, image in enumerate(rec.images):

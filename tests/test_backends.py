@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
+from av_snn_ros.backends import base
 from av_snn_ros.backends.base import BackendUnavailable, create_backend
 from av_snn_ros.model_card import ModelCard, ModelFileError, sha256_file
 from runtime_helpers import make_card, real_batch
@@ -53,10 +57,47 @@ def test_auto_falls_back_to_onnxruntime_and_records_why(card):
         pytest.skip('TensorRT is installed here; the fallback path is not taken')
     except ImportError:
         pass
-    choice = create_backend('auto', card)
+    choice = create_backend('auto', card, device='cpu')     # device cpu: no GPU contest, also on a GPU box
     assert choice.backend.name == 'onnxruntime'
     assert 'tensorrt' in choice.skipped and choice.skipped['tensorrt']
     assert choice.backend.info['fallback_from'] == choice.skipped
+    assert 'auto_timing_ms' not in choice.backend.info
+
+
+@pytest.mark.skipif(base.torch_cuda_available(), reason='a CUDA device is present')
+def test_auto_without_an_nvidia_driver_never_imports_torch(card):
+    # a CPU robot on onnxruntime must not pay torch's import (seconds, hundreds of MB) at start-up
+    code = ('import sys; from av_snn_ros.model_card import ModelCard; '
+            'from av_snn_ros.backends.base import create_backend; '
+            f'c = create_backend("auto", ModelCard.load({str(card.path)!r})); '
+            'print(c.backend.name, "torch" in sys.modules)')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-2:] == ['onnxruntime', 'False']
+
+
+@pytest.mark.skipif(base.torch_cuda_available(), reason='a CUDA device is present')
+def test_auto_keeps_onnxruntime_when_the_gpu_backend_cannot_start(card, monkeypatch):
+    # a driver node exists but torch has no CUDA (CPU wheel, driver mismatch): recorded, not fatal
+    monkeypatch.setattr(base, 'torch_cuda_available', lambda: True)
+    choice = create_backend('auto', card)
+    assert choice.backend.name == 'onnxruntime'
+    assert 'CUDA is not available' in choice.skipped['torch (cuda)']
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not base.torch_cuda_available(), reason='no CUDA device')
+def test_auto_keeps_the_faster_of_onnxruntime_and_torch_on_the_gpu(card, data_root):
+    choice = create_backend('auto', card)
+    timing = choice.backend.info['auto_timing_ms']
+    assert set(timing) == {'onnxruntime', 'torch (cuda)'} and min(timing.values()) > 0
+    faster = min(timing, key=timing.get)
+    assert choice.backend.name == faster.split()[0]
+    loser = max(timing, key=timing.get)
+    assert 'slower on this machine' in choice.skipped[loser]
+    audio, visual, _ = real_batch(card.preprocessing, data_root, num=2)
+    assert choice.backend.infer(audio, visual).logits.shape == (2, card.num_classes)
 
 
 def test_pinned_backend_that_cannot_run_raises(card):

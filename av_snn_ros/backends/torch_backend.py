@@ -13,7 +13,7 @@ from ..model_card import ModelCard, ModelFileError
 from .base import BackendUnavailable, InferenceBackend, InferenceResult
 from .shapes import check_inputs
 
-DEVICES = ('cpu', 'cuda')
+DEVICES = ('auto', 'cpu', 'cuda')     # auto: cuda when torch sees a GPU, else cpu
 
 
 class TorchBackend(InferenceBackend):
@@ -21,7 +21,7 @@ class TorchBackend(InferenceBackend):
 
     name = 'torch'
 
-    def __init__(self, card: ModelCard, threads: int | None = None, device: str = 'cpu') -> None:
+    def __init__(self, card: ModelCard, threads: int | None = None, device: str = 'auto') -> None:
         super().__init__()
         try:
             import torch
@@ -29,6 +29,8 @@ class TorchBackend(InferenceBackend):
             raise BackendUnavailable(f'torch is not installed: {exc}') from exc
         if device not in DEVICES:
             raise ValueError(f'torch device must be one of {", ".join(DEVICES)}, got {device!r}')
+        if device == 'auto':
+            device = 'cuda' if torch.cuda.is_available() else 'cpu'
         if device == 'cuda' and not torch.cuda.is_available():
             raise BackendUnavailable('torch device cuda requested but CUDA is not available')
         if device == 'cuda':
@@ -71,6 +73,6 @@ class TorchBackend(InferenceBackend):
             self._torch.cuda.empty_cache()
 
 
-def create(card: ModelCard, threads: int | None = None, device: str = 'cpu', **_options: Any) -> TorchBackend:
+def create(card: ModelCard, threads: int | None = None, device: str = 'auto', **_options: Any) -> TorchBackend:
     """Factory for :func:`av_snn_ros.backends.base.create_backend` (other backends' options are ignored)."""
     return TorchBackend(card, threads=threads, device=device)

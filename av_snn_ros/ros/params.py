@@ -64,6 +64,10 @@ def param_specs() -> tuple[ParamSpec, ...]:
                   'order and reports why it skipped any.', choices=tuple(available_backends()), read_only=True),
         ParamSpec('backend.threads', 0, 'CPU threads for torch / onnxruntime (0: library default).',
                   range=(0, MAX_THREADS), read_only=True),
+        ParamSpec('backend.device', 'auto', 'torch backend device: auto (cuda when torch sees a GPU), cpu or '
+                  'cuda. With backend auto and no TensorRT, a GPU makes the node time onnxruntime (CPU) '
+                  'against torch (CUDA) at start-up and keep the faster; cpu rules the GPU out.',
+                  choices=('auto', 'cpu', 'cuda'), read_only=True),
         ParamSpec('backend.model_file_path', '', 'TensorRT: ONNX file to build the engine from '
                   '(empty: the card\'s ONNX).', read_only=True),
         ParamSpec('backend.engine_file_path', '', 'TensorRT: engine file to load or write (empty: the '
@@ -241,6 +245,7 @@ def read_settings(values: dict[str, Any]) -> NodeSettings:
     options: dict[str, Any] = {}
     if checked['backend.threads']:
         options['threads'] = checked['backend.threads']
+    options['device'] = checked['backend.device']
     for key in TENSORRT_OPTIONS:
         value = checked[f'backend.{key}']
         if value != '':

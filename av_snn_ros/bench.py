@@ -69,10 +69,11 @@ FAST = 'torch_fast'             # the torch backend as the node runs it (inferen
 COMPILED = 'torch_compile'
 ORT = 'onnxruntime'
 ORT_NOSPIN = 'onnxruntime_nospin'     # same session, intra-op threads sleep instead of spinning
-TORCH_CUDA = 'torch_cuda'       # the torch backend on the GPU (numpy in, numpy out, as the node runs it)
+TORCH_CUDA = 'torch_cuda'       # the torch backend on the GPU as the node runs it (CUDA graph replay)
+TORCH_CUDA_EAGER = 'torch_cuda_eager'   # the same without the CUDA graph: one Python launch per kernel
 TENSORRT = 'tensorrt'           # the TensorRT backend (engine from the card's ONNX, fp16 by default)
 #: paths that run on a GPU: reported beside the CPU paths, never counted for the CPU speed-up target
-GPU_PATHS = (TORCH_CUDA, TENSORRT)
+GPU_PATHS = (TORCH_CUDA, TORCH_CUDA_EAGER, TENSORRT)
 CUDA_MODES = ('auto', 'on', 'off')
 
 
@@ -291,9 +292,11 @@ def _gpu_paths(target: Target, skipped: dict[str, str]) -> dict[str, InferencePa
     from .backends.torch_backend import TorchBackend
     from .model_card import ModelFileError
     paths: dict[str, InferencePath] = {}
-    t0 = time.perf_counter()
-    backend = TorchBackend(target.card, device='cuda')       # threads: the CPU paths' setting stays
-    paths[TORCH_CUDA] = _backend_path(TORCH_CUDA, backend, target, time.perf_counter() - t0)
+    for name, graph in ((TORCH_CUDA, True), (TORCH_CUDA_EAGER, False)):
+        t0 = time.perf_counter()
+        backend = TorchBackend(target.card, device='cuda', cuda_graph=graph)   # threads: the CPU paths' stay
+        backend.warmup(target.audio, target.visual)          # the graph is captured on the first call
+        paths[name] = _backend_path(name, backend, target, time.perf_counter() - t0)
     t0 = time.perf_counter()
     try:
         from .backends.tensorrt_backend import create as create_trt

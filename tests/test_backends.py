@@ -151,3 +151,27 @@ def test_wrong_input_shape_is_a_value_error(card):
     visual = np.zeros((card.preprocessing.timesteps, 1, 1, 8, 8), np.float32)
     with pytest.raises(ValueError, match='do not match the model card'):
         backend.infer(audio, visual)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not base.torch_cuda_available(), reason='no CUDA device')
+def test_torch_cuda_graph_replays_each_new_window_like_eager(card, data_root):
+    from av_snn_ros.backends.torch_backend import TorchBackend
+    audio, visual, _ = real_batch(card.preprocessing, data_root, num=3)
+    graph = TorchBackend(card, device='cuda')
+    eager = TorchBackend(card, device='cuda', cuda_graph=False)
+    cpu = TorchBackend(card, device='cpu')
+    outs = []
+    for i in range(3):                       # one window per call: the static input is refilled each time
+        a, v = audio[:, i:i + 1], visual[:, i:i + 1]
+        g, e, c = (b.infer(a, v).logits for b in (graph, eager, cpu))
+        np.testing.assert_allclose(g, e, atol=1e-5)
+        np.testing.assert_array_equal(g.argmax(1), c.argmax(1))
+        outs.append(g)
+    assert graph.info['cuda_graph'] == 'on' and len(graph._graphs) == 1
+    assert not np.array_equal(outs[0], outs[1]) or not np.array_equal(outs[1], outs[2])   # not a stale replay
+    calls = []
+    handle = graph.model.register_forward_pre_hook(lambda *_: calls.append(1))   # as the energy meter does
+    np.testing.assert_allclose(graph.infer(audio[:, :1], visual[:, :1]).logits, outs[0], atol=1e-5)
+    assert calls == [1]                      # hooks attached: the forward really ran (eagerly)
+    handle.remove()

@@ -82,10 +82,13 @@ def test_bench_times_the_gpu_backends_beside_the_cpu_target(tmp_path, data_root)
     report = bench.run(_args(tmp_path, data_root=data_root, cuda='on'))
     assert report['settings']['cuda'] and report['machine']['gpu']['name']
     (m,) = report['models']
-    gpu = m['paths'][bench.TORCH_CUDA]
-    assert gpu['info']['device'] == 'cuda' and gpu['fraction_of_gemm_peak'] is None
-    agree = gpu['agreement_vs_eager']            # fp32 on the GPU (TF32 off) computes the CPU's spikes
-    assert agree['logits_nonzero'] and agree['argmax_equal'] and agree['max_abs_diff'] < 1e-3
+    for name in (bench.TORCH_CUDA, bench.TORCH_CUDA_EAGER):
+        gpu = m['paths'][name]
+        assert gpu['info']['device'] == 'cuda' and gpu['fraction_of_gemm_peak'] is None
+        agree = gpu['agreement_vs_eager']        # fp32 on the GPU (TF32 off) computes the CPU's spikes
+        assert agree['logits_nonzero'] and agree['argmax_equal'] and agree['max_abs_diff'] < 1e-3, name
+    assert m['paths'][bench.TORCH_CUDA]['info']['cuda_graph'] == 'on'       # replayed, not fallen back
+    assert m['paths'][bench.TORCH_CUDA_EAGER]['info']['cuda_graph'].startswith('off')
     assert bench.TENSORRT in m['paths'] or 'TensorRT' in m['skipped'][bench.TENSORRT]
     assert m['best_optimised_path'] not in bench.GPU_PATHS         # the target stays the CPU's
     assert m['gpu_best_path'] in bench.GPU_PATHS and m['gpu_best_speedup_vs_eager'] > 0

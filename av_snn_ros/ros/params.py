@@ -68,6 +68,8 @@ def param_specs() -> tuple[ParamSpec, ...]:
                   'cuda. With backend auto and no TensorRT, a GPU makes the node time onnxruntime (CPU) '
                   'against torch (CUDA) at start-up and keep the faster; cpu rules the GPU out.',
                   choices=('auto', 'cpu', 'cuda'), read_only=True),
+        ParamSpec('backend.cuda_graph', True, 'torch backend on CUDA: replay each window from a captured CUDA '
+                  'graph (eager while forward hooks, e.g. the energy meter, are attached).', read_only=True),
         ParamSpec('backend.model_file_path', '', 'TensorRT: ONNX file to build the engine from '
                   '(empty: the card\'s ONNX).', read_only=True),
         ParamSpec('backend.engine_file_path', '', 'TensorRT: engine file to load or write (empty: the '
@@ -246,6 +248,7 @@ def read_settings(values: dict[str, Any]) -> NodeSettings:
     if checked['backend.threads']:
         options['threads'] = checked['backend.threads']
     options['device'] = checked['backend.device']
+    options['cuda_graph'] = checked['backend.cuda_graph']
     for key in TENSORRT_OPTIONS:
         value = checked[f'backend.{key}']
         if value != '':

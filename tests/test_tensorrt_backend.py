@@ -116,7 +116,7 @@ def test_output_roles_by_name_or_position():
 
 @needs_no_tensorrt
 def test_auto_falls_back_to_onnxruntime_with_the_tensorrt_reason(card, engine_dir):
-    choice = create_backend('auto', card)
+    choice = create_backend('auto', card, device='cpu')     # cpu: no onnxruntime-vs-GPU contest next
     assert choice.backend.name == 'onnxruntime'
     reason = choice.skipped['tensorrt']
     assert 'TensorRT is not available' in reason and "No module named 'tensorrt'" in reason
@@ -155,7 +155,7 @@ def test_unexpected_tensorrt_api_falls_back_instead_of_crashing(card, monkeypatc
     monkeypatch.setitem(sys.modules, 'tensorrt', stand_in)
     monkeypatch.setattr(trt_backend, 'cuda_device',
                         lambda: trt_backend.CudaDevice(0, 'pretend', '8.7', 1 << 30))
-    choice = create_backend('auto', card)
+    choice = create_backend('auto', card, device='cpu')
     assert choice.backend.name == 'onnxruntime'
     assert 'TensorRT 99.0-test API call failed' in choice.skipped['tensorrt']
     assert not list(engine_dir.glob('*.engine'))

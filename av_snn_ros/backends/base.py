@@ -148,9 +148,10 @@ def _faster_of_cpu_and_gpu(ort_backend: InferenceBackend, card, options: dict[st
                            skipped: dict[str, str]) -> InferenceBackend:
     """Without TensorRT but with a GPU, keep whichever of onnxruntime (CPU) and torch (CUDA) is faster here.
 
-    Neither wins everywhere: measured on an H200 host, the shipped tiny model ran 3.1 ms on onnxruntime
-    (2 CPU threads) and 7.3 ms on torch/CUDA (launch-bound at batch 1), MISNet-XS at 128x128 201 ms vs
-    9.9 ms. So ``auto`` times both on this machine, once, at start-up, and records the numbers.
+    Neither wins everywhere: on an H200 host the shipped tiny model ran 3.1-3.4 ms on onnxruntime (2 CPU
+    threads) and 7.0-7.3 ms on torch/CUDA launched eagerly, 1.8 ms replayed from a CUDA graph; a small
+    laptop or Jetson GPU against a fast CPU can go either way, and the model's size moves it too. So
+    ``auto`` times both on this machine, once, at start-up, and records the numbers.
     """
     if options.get('device', 'auto') == 'cpu' or not torch_cuda_available():
         return ort_backend

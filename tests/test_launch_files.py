@@ -303,3 +303,11 @@ def test_demo_launch(fake_launch):
     assert sensors['camera_node'].kwargs['name'] == camera_node.NODE_NAME
     remaps = dict(classifier.kwargs['remappings'])
     assert remaps == {'audio': microphone_node.AUDIO_TOPIC, 'image': camera_node.IMAGE_TOPIC}
+
+
+@pytest.mark.parametrize('node_name', ['av_classifier', 'camera', 'microphone'])
+def test_every_declared_parameter_is_documented(node_name):
+    # docs/runtime.md is the parameter reference robot integrators read; a new parameter must land there
+    text = (REPO / 'docs' / 'runtime.md').read_text()
+    missing = sorted(name for name in declared_parameters(node_name) if f'`{name}`' not in text)
+    assert not missing, f'docs/runtime.md does not document {node_name} parameters {missing}'

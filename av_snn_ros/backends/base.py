@@ -69,8 +69,9 @@ _FACTORIES: dict[str, str] = {
 AUTO_ORDER = ('tensorrt', 'onnxruntime', 'torch')
 #: windows each candidate runs when ``auto`` measures onnxruntime (CPU) against torch on a GPU
 AUTO_TIMING_WINDOWS = 10
-#: device nodes of an NVIDIA driver (desktop/server, Jetson): checked before importing torch to ask CUDA
-_NVIDIA_DEVICE_NODES = ('/dev/nvidiactl', '/dev/nvhost-ctrl-gpu', '/dev/nvgpu/igpu0/ctrl')
+#: device nodes of a GPU driver CUDA can sit on (Linux desktop/server, Jetson, WSL2): checked before
+#: importing torch to ask CUDA, so CPU-only machines never pay torch's import
+_NVIDIA_DEVICE_NODES = ('/dev/nvidiactl', '/dev/nvhost-ctrl-gpu', '/dev/nvgpu/igpu0/ctrl', '/dev/dxg')
 
 
 def available_backends() -> list[str]:

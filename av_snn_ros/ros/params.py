@@ -61,7 +61,8 @@ def param_specs() -> tuple[ParamSpec, ...]:
                   '(window length, timesteps, sample rate). Default: the shipped default model.',
                   read_only=True),
         ParamSpec('backend.name', 'auto', 'Inference backend; auto tries tensorrt, onnxruntime, torch in that '
-                  'order and reports why it skipped any.', choices=tuple(available_backends()), read_only=True),
+                  'order and reports why it skipped any (with a GPU but no TensorRT it times onnxruntime '
+                  'against torch on CUDA and keeps the faster).', choices=tuple(available_backends()), read_only=True),
         ParamSpec('backend.threads', 0, 'CPU threads for torch / onnxruntime (0: library default).',
                   range=(0, MAX_THREADS), read_only=True),
         ParamSpec('backend.device', 'auto', 'torch backend device: auto (cuda when torch sees a GPU), cpu or '

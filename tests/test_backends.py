@@ -86,6 +86,14 @@ def test_auto_keeps_onnxruntime_when_the_gpu_backend_cannot_start(card, monkeypa
     assert 'CUDA is not available' in choice.skipped['torch (cuda)']
 
 
+def test_time_backends_measures_each_backend_on_the_cards_window(card):
+    # the start-up contest of auto on a GPU machine, here between two CPU backends
+    backends = {'onnxruntime': create_backend('onnxruntime', card, threads=1).backend,
+                'torch': create_backend('torch', card, threads=1, device='cpu').backend}
+    timing = base.time_backends(backends, card.preprocessing, windows=3)
+    assert set(timing) == set(backends) and all(0 < ms < 10_000 for ms in timing.values())
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not base.torch_cuda_available(), reason='no CUDA device')
 def test_auto_keeps_the_faster_of_onnxruntime_and_torch_on_the_gpu(card, data_root):

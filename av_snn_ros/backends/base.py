@@ -11,7 +11,6 @@ import abc
 import importlib
 import logging
 import os
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -180,15 +179,10 @@ def time_backends(backends: dict[str, InferenceBackend], pre_cfg, windows: int =
 
     Zeros cost what real windows cost: every kernel here is dense, whatever the spikes.
     """
+    from ..profiling import time_interleaved      # torch: only reached where torch already runs on CUDA
     from .shapes import expected_shapes
     a_shape, v_shape = expected_shapes(pre_cfg, 1)
     audio, visual = np.zeros(a_shape, np.float32), np.zeros(v_shape, np.float32)
-    for backend in backends.values():
-        backend.warmup(audio, visual)
-    times: dict[str, list[float]] = {name: [] for name in backends}
-    for _ in range(windows):
-        for name, backend in backends.items():
-            t0 = time.perf_counter()
-            backend.infer(audio, visual)
-            times[name].append(time.perf_counter() - t0)
-    return {name: 1e3 * float(np.median(ts)) for name, ts in times.items()}
+    stats = time_interleaved({name: (lambda b=backend: b.infer(audio, visual)) for name, backend in backends.items()},
+                             warmup=2, min_rounds=windows, max_rounds=windows, min_time_s=0.0)
+    return {name: s.p50_ms for name, s in stats.items()}

@@ -94,6 +94,22 @@ def test_time_backends_measures_each_backend_on_the_cards_window(card):
     assert set(timing) == set(backends) and all(0 < ms < 10_000 for ms in timing.values())
 
 
+def test_auto_contest_keeps_the_faster_backend_and_records_both(card, monkeypatch):
+    # the GPU contest's bookkeeping on a CPU machine: the torch backend on the CPU stands in for CUDA
+    from av_snn_ros.backends.torch_backend import TorchBackend
+    monkeypatch.setattr(base, 'torch_cuda_available', lambda: True)
+    real_factory = base._factory
+    monkeypatch.setattr(base, '_factory', lambda name: (
+        (lambda c, **o: TorchBackend(c, threads=o.get('threads'), device='cpu')) if name == 'torch'
+        else real_factory(name)))
+    choice = create_backend('auto', card, threads=1)
+    timing = choice.backend.info['auto_timing_ms']
+    kept, dropped = sorted(timing, key=timing.get)
+    assert choice.backend.name == kept.split()[0]
+    assert choice.skipped[dropped].startswith('slower on this machine')
+    assert choice.backend.info['fallback_from'] == choice.skipped
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not base.torch_cuda_available(), reason='no CUDA device')
 def test_auto_keeps_the_faster_of_onnxruntime_and_torch_on_the_gpu(card, data_root):

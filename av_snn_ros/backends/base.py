@@ -160,17 +160,17 @@ def _faster_of_cpu_and_gpu(ort_backend: InferenceBackend, card, options: dict[st
     except (BackendUnavailable, ImportError, OSError, RuntimeError) as exc:
         skipped['torch (cuda)'] = str(exc)
         return ort_backend
-    timing = time_backends({'onnxruntime': ort_backend, 'torch (cuda)': gpu_backend}, card.preprocessing)
-    ort_ms, gpu_ms = timing['onnxruntime'], timing['torch (cuda)']
-    keep, drop = (gpu_backend, ort_backend) if gpu_ms < ort_ms else (ort_backend, gpu_backend)
-    dropped = 'onnxruntime' if keep is gpu_backend else 'torch (cuda)'
-    skipped[dropped] = (f'slower on this machine: {timing[dropped]:.2f} ms vs {min(ort_ms, gpu_ms):.2f} ms '
+    candidates = {'onnxruntime': ort_backend, 'torch (cuda)': gpu_backend}
+    timing = time_backends(candidates, card.preprocessing)
+    kept = min(timing, key=timing.get)            # a tie keeps onnxruntime (listed first)
+    dropped = next(name for name in candidates if name != kept)
+    skipped[dropped] = (f'slower on this machine: {timing[dropped]:.2f} ms vs {timing[kept]:.2f} ms '
                         f'per window (median of {AUTO_TIMING_WINDOWS})')
-    drop.close()
-    keep.info['auto_timing_ms'] = {k: round(v, 3) for k, v in timing.items()}
-    log.info('backend auto: onnxruntime %.2f ms vs torch (cuda) %.2f ms per window -> %s', ort_ms, gpu_ms,
-             keep.name)
-    return keep
+    candidates[dropped].close()
+    candidates[kept].info['auto_timing_ms'] = {k: round(v, 3) for k, v in timing.items()}
+    log.info('backend auto: onnxruntime %.2f ms vs torch (cuda) %.2f ms per window -> %s',
+             timing['onnxruntime'], timing['torch (cuda)'], kept)
+    return candidates[kept]
 
 
 def time_backends(backends: dict[str, InferenceBackend], pre_cfg, windows: int = AUTO_TIMING_WINDOWS

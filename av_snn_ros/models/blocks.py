@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from spikingjelly.activation_based.neuron import BaseNode
 
 from .neurons import LIFNode, fast_paths_allowed
@@ -84,6 +85,8 @@ class SeqConvBN(SeqModule):
             bias = conv.bias if conv.bias is not None else torch.zeros_like(gain)
             weight = conv.weight * gain.reshape(-1, *([1] * (conv.weight.dim() - 1)))
             if conv.weight.dim() == 4:
+                if weight.shape[1] == 1:
+                    weight = F.pad(weight, (0, 0, 0, 0, 0, 1))      # see forward: one input channel
                 weight = weight.contiguous(memory_format=torch.channels_last)
             self._fused = (key, weight, shift + (bias - bn.running_mean) * gain)
         return self._fused[1], self._fused[2]
@@ -98,6 +101,11 @@ class SeqConvBN(SeqModule):
             y = self.module(x)
         else:
             weight, bias = self._fused_params()
+            if x.dim() == 4 and x.shape[1] == 1:
+                # oneDNN has no fast channels-last kernel for one input channel: at 128x128 it runs
+                # ~10x slower and its NCHW output then costs as much again to make channels-last.
+                # An all-zero second channel (weights padded alike) adds exact zeros to every sum.
+                x = F.pad(x, (0, 0, 0, 0, 0, 1)).contiguous(memory_format=torch.channels_last)
             y = self.conv._conv_forward(x, weight, bias)
         if fast and y.dim() == 4 and not y.is_contiguous(memory_format=torch.channels_last):
             y = y.contiguous(memory_format=torch.channels_last)     # 1-channel inputs come out NCHW

@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from spikingjelly.activation_based.neuron import BaseNode
 
+from . import native_kernels
 from .neurons import LIFNode, fast_paths_allowed
 
 
@@ -65,6 +66,7 @@ class SeqConvBN(SeqModule):
             conv(in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2, bias=bias),
             norm(out_channels)))
         self._fused: tuple | None = None
+        self._native: tuple | None = None     # (the _fused it was made from, weight as the C kernel reads it)
 
     @property
     def conv(self) -> nn.Module:
@@ -101,6 +103,9 @@ class SeqConvBN(SeqModule):
             y = self.module(x)
         else:
             weight, bias = self._fused_params()
+            y = self._native_forward(x, bias) if x.dim() == 4 and native_kernels.active() else None
+            if y is not None:
+                return y.unflatten(0, x_seq.shape[:2])
             if x.dim() == 4 and x.shape[1] == 1:
                 # oneDNN has no fast channels-last kernel for one input channel: at 128x128 it runs
                 # ~10x slower and its NCHW output then costs as much again to make channels-last.
@@ -111,8 +116,20 @@ class SeqConvBN(SeqModule):
             y = y.contiguous(memory_format=torch.channels_last)     # 1-channel inputs come out NCHW
         return y.unflatten(0, x_seq.shape[:2])
 
+    def _native_forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor | None:
+        """The event-driven convolution of ``native_kernels`` when it applies and pays, else None."""
+        conv = self.conv
+        k = conv.kernel_size
+        if (conv.in_channels < native_kernels.MIN_IN_CHANNELS or conv.groups != 1
+                or conv.stride != (1, 1) or conv.dilation != (1, 1)
+                or conv.padding != (k[0] // 2, k[1] // 2) or conv.padding_mode != 'zeros'):
+            return None
+        if self._native is None or self._native[0] is not self._fused:
+            self._native = (self._fused, native_kernels.conv_weight_layout(self._fused[1]))
+        return native_kernels.spike_conv2d(x, self._native[1], bias)
+
     def train(self, mode: bool = True) -> 'SeqConvBN':
-        self._fused = None          # drop the folded copy when switching modes
+        self._fused = self._native = None          # drop the folded copies when switching modes
         return super().train(mode)
 
 

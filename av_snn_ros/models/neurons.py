@@ -26,6 +26,8 @@ import torch.nn as nn
 from spikingjelly.activation_based import surrogate as sj_surrogate
 from spikingjelly.activation_based.neuron import BaseNode
 
+from . import native_kernels
+
 # name -> spikingjelly surrogate class; every entry takes ``alpha`` (its sharpness)
 SURROGATES: dict[str, Callable[..., nn.Module]] = {
     'sigmoid': sj_surrogate.Sigmoid,
@@ -174,6 +176,12 @@ class LIFNode(BaseNode):
         drive = x_seq if scale != 1.0 else self.drive(x_seq)
         threshold = self.v_threshold * scale
         reset = None if self.v_reset is None else self.v_reset * scale
+        if native_kernels.active() and isinstance(v, float) and v == 0.0:
+            native = native_kernels.lif_multistep(drive, self.decay, threshold, reset)
+            if native is not None:
+                out, mem = native
+                self._memories['v'] = mem / scale if scale != 1.0 else mem
+                return out
         out = torch.empty_like(x_seq)
         mem = None                                      # one membrane buffer, updated in place
         for d, o in zip(drive.unbind(0), out.unbind(0)):
@@ -316,9 +324,14 @@ class MLIFNode(BaseNode):
         """Inference-only loop with the same values. Firing on the concatenation
         ``[alpha_v U_v; alpha_a U_a]`` and splitting is elementwise, so each half is fired on its own
         (no concat/split copies); resets are in place on membranes this loop owns."""
-        out_a, out_v = torch.empty_like(c_a_seq), torch.empty_like(c_v_seq)
         alpha_a, alpha_v = self.alpha_a.detach(), self.alpha_v.detach()
         vth = self.v_threshold
+        if native_kernels.active() and isinstance(v_a, float) and isinstance(v_v, float) and v_a == v_v == 0.0:
+            native = native_kernels.mlif_multistep(c_a_seq, c_v_seq, self.decay, float(alpha_a), float(alpha_v), vth)
+            if native is not None:
+                s_a, s_v, self._memories['v_a'], self._memories['v_v'] = native
+                return s_a, s_v
+        out_a, out_v = torch.empty_like(c_a_seq), torch.empty_like(c_v_seq)
         for c_a, c_v, o_a, o_v in zip(c_a_seq.unbind(0), c_v_seq.unbind(0), out_a.unbind(0), out_v.unbind(0)):
             v_a = self.neuronal_charge(c_a, v_a)
             v_v = self.neuronal_charge(c_v, v_v)

@@ -29,6 +29,8 @@ setup(
     packages=find_packages(include=['av_snn_ros', 'av_snn_ros.*'])
     + find_packages('training', include=['av_snn_training', 'av_snn_training.*']),
     package_dir={'av_snn_training': 'training/av_snn_training'},
+    # the native kernels' C source, compiled on first use (av_snn_ros/models/native_kernels.py)
+    package_data={'av_snn_ros.models': ['spiking_kernels.c']},
     data_files=[
         ('share/ament_index/resource_index/packages', ['resource/' + package_name]),
         ('share/' + package_name, ['package.xml']),
@@ -38,7 +40,7 @@ setup(
         *_tree('data', 'share/' + package_name + '/data'),
     ],
     install_requires=['setuptools'],
-    zip_safe=True,
+    zip_safe=False,      # native_kernels.py reads its C source next to it
     maintainer='av_snn_ros maintainers',
     maintainer_email='maintainers@av-snn-ros.invalid',
     description='Audio-visual spiking neural network perception for ROS 2.',

@@ -7,7 +7,9 @@ For the shipped default model (or ``--card``) and for registered models (default
   ``torch.inference_mode`` and :func:`~av_snn_ros.models.neurons.reference_paths`: spikingjelly's
   per-step charge/fire/reset, batch norm after each convolution, NCHW), of the optimised torch paths
   (``torch_fast``: what the node's torch backend runs, fused multi-step neurons, BN folded into the
-  convolutions, channels-last; ``torch.compile`` when asked), and of onnxruntime (the card's export, or
+  convolutions, channels-last; ``torch_native``: the same backend with its native kernels, event-driven
+  spiking convolutions and one-pass neurons compiled from C; ``torch.compile`` when asked), and of
+  onnxruntime (the card's export, or
   a fresh export for a registry model); speed-up ratios vs eager;
 - output agreement with eager torch (argmax equal, max abs diff over the three outputs);
 - FLOPs of one call (``torch.utils.flop_counter``: convolutions and matmuls) and the achieved fraction
@@ -66,6 +68,7 @@ NODE_FALLBACK_MODEL = 'misnet_tiny'   # the default model's architecture, when n
 NODE_FALLBACK_SIZE = 32
 EAGER = 'torch_eager'           # reference maths (training-time computations)
 FAST = 'torch_fast'             # the torch backend as the node runs it (inference fast paths)
+NATIVE = 'torch_native'         # the torch backend with native_kernels (event-driven convs, one-pass neurons)
 COMPILED = 'torch_compile'
 ORT = 'onnxruntime'
 ORT_NOSPIN = 'onnxruntime_nospin'     # same session, intra-op threads sleep instead of spinning
@@ -250,6 +253,12 @@ def build_paths(target: Target, threads: int, compile_torch: bool,
     paths[EAGER] = _backend_path(EAGER, torch_backend, target, build_s, reference=True)
     paths[FAST] = _backend_path(FAST, torch_backend, target, build_s)
     model = torch_backend.model
+    t0 = time.perf_counter()
+    try:      # compiles the C kernels on first use (seconds, then cached)
+        native = TorchBackend(target.card, threads=threads, device='cpu', native_kernels=True)
+        paths[NATIVE] = _backend_path(NATIVE, native, target, time.perf_counter() - t0)
+    except Exception as exc:   # BackendUnavailable (no C compiler): reported, the rest still runs
+        skipped[NATIVE] = ' '.join(f'{type(exc).__name__}: {exc}'.split())[:400]
     if compile_torch:
         t0 = time.perf_counter()
         try:
@@ -377,6 +386,9 @@ def bench_target(target: Target, threads: int, compile_torch: bool, quick: bool,
         if name in agree:
             entry['agreement_vs_eager'] = agree[name]
         section['paths'][name] = entry
+    if NATIVE in paths:
+        section['notes'].append(f'{NATIVE} skips the zeros of the spike maps: its GFLOP/s and % of GEMM count '
+                                'the dense FLOPs, so more than 100 % is possible')
     # the target is the CPU's (the node's 2-core budget); a GPU's ratio is reported beside it
     optimised = {n: e for n, e in section['paths'].items() if n != EAGER and n not in GPU_PATHS}
     best = min(optimised, key=lambda n: optimised[n]['p50_ms']) if optimised else None
@@ -562,6 +574,7 @@ def summary(report: dict) -> str:
                          f'{100 * frac if frac else float("nan"):6.1f}%  {agree_s}')
         for name, why in m['skipped'].items():
             lines.append(f'  {name:<20}skipped: {why}')
+        lines += [f'  note: {note}' for note in m['notes']]
         if 'scmrl_reference' in m:
             r = m['scmrl_reference']
             lines.append(f'  vs S-CMRL reference {r["reference_ms_per_sample"]:.0f} ms/sample: '

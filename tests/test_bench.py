@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from av_snn_ros import bench, profiling
+from av_snn_ros.models import native_kernels
 
 
 def _args(tmp_path, **overrides) -> argparse.Namespace:
@@ -39,7 +40,15 @@ def test_bench_writes_the_report(tmp_path, data_root, capsys) -> None:
     assert m['model'] == 'misnet_tiny' and m['input']['kind'] == 'real'
     assert m['input']['audio_shape'] == [4, 1, 1, 32, 32]
     assert m['flops_per_call'] > 0 and m['flops_by_op']
-    assert set(m['paths']) == {bench.EAGER, bench.FAST, bench.ORT}          # torch.compile is opt-in; 1 thread: no spin variant
+    native_ok, why = native_kernels.available()
+    # torch.compile is opt-in; 1 thread: no spin variant; the native kernels need a C compiler
+    assert set(m['paths']) == {bench.EAGER, bench.FAST, bench.ORT} | ({bench.NATIVE} if native_ok else set())
+    if native_ok:
+        native = m['paths'][bench.NATIVE]
+        assert native['info']['native_kernels'].startswith('on (')
+        assert native['agreement_vs_eager']['argmax_equal'] and native['agreement_vs_eager']['max_abs_diff'] < 1e-5
+    else:
+        assert m['skipped'][bench.NATIVE].startswith('BackendUnavailable'), why
     assert bench.ORT_NOSPIN in m['skipped']
     assert bench.COMPILED in m['skipped']
     for name, entry in m['paths'].items():

@@ -156,7 +156,7 @@ def _faster_of_cpu_and_gpu(ort_backend: InferenceBackend, card, options: dict[st
     if options.get('device', 'auto') == 'cpu' or not torch_cuda_available():
         return ort_backend
     try:
-        gpu_backend = _factory('torch')(card, **{**options, 'device': 'cuda'})
+        gpu_backend = _factory('torch')(card, **{**options, 'device': 'cuda', 'native_kernels': False})
     except (BackendUnavailable, ImportError, OSError, RuntimeError) as exc:
         skipped['torch (cuda)'] = str(exc)
         return ort_backend

@@ -8,10 +8,15 @@ multi-step neurons issue a few small kernels per timestep and layer, and launchi
 cost more than running them (7-10 ms per window on an H200 for models of 0.1 to 34 GFLOP). A model
 with forward hooks attached (the energy meter counts spikes in hooks, which a replay would skip) and
 any shape or capture failure run eagerly instead; ``info['cuda_graph']`` says which.
+
+On the CPU, ``native_kernels=True`` runs spiking convolutions event-driven and the neurons in one pass
+per layer (``models/native_kernels.py``, compiled from C on first use): MISNet-XS at 128x128 3.5x
+faster than the reference eager torch, same outputs. A missing C compiler is a start-up error.
 """
 from __future__ import annotations
 
 import logging
+import contextlib
 from typing import Any
 
 import numpy as np
@@ -35,7 +40,7 @@ class TorchBackend(InferenceBackend):
     name = 'torch'
 
     def __init__(self, card: ModelCard, threads: int | None = None, device: str = 'auto',
-                 cuda_graph: bool = True) -> None:
+                 cuda_graph: bool = True, native_kernels: bool = False) -> None:
         super().__init__()
         try:
             import torch
@@ -47,6 +52,16 @@ class TorchBackend(InferenceBackend):
             device = 'cuda' if torch.cuda.is_available() else 'cpu'
         if device == 'cuda' and not torch.cuda.is_available():
             raise BackendUnavailable('torch device cuda requested but CUDA is not available')
+        self._native = None
+        if native_kernels and device != 'cpu':
+            # CPU kernels: on the GPU the CUDA graph is the fast path (said in info and the log)
+            log.warning('torch backend: native_kernels ignored on device %s (they are CPU kernels)', device)
+        elif native_kernels:
+            from ..models import native_kernels as native
+            try:
+                self._native = native.load()
+            except native.NativeKernelsUnavailable as exc:
+                raise BackendUnavailable(f'native_kernels requested but unavailable: {exc}') from exc
         if device == 'cuda':
             # torch lets Ampere+ GPUs run fp32 convolutions as TF32 (10-bit mantissa), which moves
             # membranes across the threshold. This backend promises fp32; the reduced-precision GPU path
@@ -73,11 +88,15 @@ class TorchBackend(InferenceBackend):
                           'model_file': str(card.weights), 'precision': 'fp32'})
         if device == 'cuda':
             self.info['cuda_graph'] = 'on' if cuda_graph else 'off: cuda_graph disabled'
+        if self._native is not None:
+            self.info['native_kernels'] = f'on ({self._native._name})'
+        else:
+            self.info['native_kernels'] = 'off' if not native_kernels else f'off: device {device}'
 
     def infer(self, audio: np.ndarray, visual: np.ndarray) -> InferenceResult:
         audio, visual = check_inputs(audio, visual, self.card.preprocessing)
         torch = self._torch
-        with torch.inference_mode():
+        with torch.inference_mode(), self._kernels():
             out = self._replay(audio, visual) if self._graph_usable(audio.shape, visual.shape) else None
             if out is None:
                 out = self.model(torch.from_numpy(audio).to(self.device),
@@ -87,6 +106,12 @@ class TorchBackend(InferenceBackend):
             logits=logits,
             audio_logits=audio_logits if 'audio' in self._heads else None,
             visual_logits=visual_logits if 'visual' in self._heads else None)
+
+    def _kernels(self) -> contextlib.AbstractContextManager:
+        if self._native is None:
+            return contextlib.nullcontext()
+        from ..models import native_kernels
+        return native_kernels.enabled()
 
     # ------------------------------------------------------------------------------- CUDA graphs
     def _graph_usable(self, a_shape: tuple, v_shape: tuple) -> bool:
@@ -138,6 +163,7 @@ class TorchBackend(InferenceBackend):
 
 
 def create(card: ModelCard, threads: int | None = None, device: str = 'auto', cuda_graph: bool = True,
-           **_options: Any) -> TorchBackend:
+           native_kernels: bool = False, **_options: Any) -> TorchBackend:
     """Factory for :func:`av_snn_ros.backends.base.create_backend` (other backends' options are ignored)."""
-    return TorchBackend(card, threads=threads, device=device, cuda_graph=cuda_graph)
+    return TorchBackend(card, threads=threads, device=device, cuda_graph=cuda_graph,
+                        native_kernels=native_kernels)

@@ -75,6 +75,9 @@ class TorchBackend(InferenceBackend):
             torch.set_num_threads(int(threads))
         self._torch = torch
         self.card = card
+        if device == 'cpu':
+            from .heap import retain_freed_memory
+            self.info['heap'] = retain_freed_memory()
         try:
             model = card.load_torch_model()
         except (ValueError, KeyError, TypeError) as exc:   # the card names an unknown model or bad args

@@ -114,7 +114,12 @@ def _compile(cc: str, target: Path) -> None:
         proc = subprocess.run([cc, *FLAGS, '-o', tmp, str(SOURCE), '-lm'], capture_output=True, text=True,
                               timeout=300)
         if proc.returncode != 0:
-            raise NativeKernelsUnavailable(f'compiling {SOURCE.name} with {cc} failed:\n{proc.stderr.strip()}')
+            # a compiler without OpenMP (e.g. clang without libomp) still gives single-threaded kernels
+            serial = [f for f in FLAGS if f != '-fopenmp']
+            retry = subprocess.run([cc, *serial, '-o', tmp, str(SOURCE), '-lm'], capture_output=True, text=True,
+                                   timeout=300)
+            if retry.returncode != 0:
+                raise NativeKernelsUnavailable(f'compiling {SOURCE.name} with {cc} failed:\n{proc.stderr.strip()}')
         os.replace(tmp, target)
     except (OSError, subprocess.SubprocessError) as exc:
         raise NativeKernelsUnavailable(f'compiling {SOURCE.name} with {cc} failed: {exc}') from exc
@@ -190,13 +195,24 @@ def spike_conv2d(x: torch.Tensor, weight_khwc: torch.Tensor, bias: torch.Tensor,
     lib = load()
     out = torch.empty((n, cout, h, w), memory_format=torch.channels_last)
     pixels = n * h * w
-    cnt = torch.empty(pixels, dtype=torch.int32)
-    idx = torch.empty(pixels * cin, dtype=torch.int32)
-    val = torch.empty(pixels * cin, dtype=torch.float32)
+    cnt, idx, val = _workspace(pixels, pixels * cin)
     nnz = lib.av_spike_conv2d(x.data_ptr(), n, h, w, cin, weight_khwc.data_ptr(), bias.data_ptr(), cout,
                               kh, kw, out.data_ptr(), cnt.data_ptr(), idx.data_ptr(), val.data_ptr(),
                               float(max_density), torch.get_num_threads())
     return None if nnz < 0 else out
+
+
+def _workspace(pixels: int, entries: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """This thread's event lists (counts, channel indices, values), grown to the largest layer seen.
+
+    Reused from call to call: freshly allocated, these megabytes cost page faults on every layer.
+    """
+    ws = getattr(_state, 'workspace', None)
+    if ws is None or ws[0].numel() < pixels or ws[1].numel() < entries:
+        size = (max(pixels, ws[0].numel() if ws else 0), max(entries, ws[1].numel() if ws else 0))
+        ws = _state.workspace = (torch.empty(size[0], dtype=torch.int32), torch.empty(size[1], dtype=torch.int32),
+                                 torch.empty(size[1], dtype=torch.float32))
+    return ws
 
 
 def _flat_steps(x: torch.Tensor) -> bool:

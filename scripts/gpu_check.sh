@@ -26,7 +26,7 @@ PY
 status=0
 # every test file that needs no ROS graph
 tests=()
-for name in av_digits backends bench calibration ddp energy engine_cache export models neurons onnx_checks \
+for name in av_digits backends bench calibration ddp energy engine_cache export models native_kernels neurons onnx_checks \
             paper_datasets preprocessing tensorrt_backend training windowing; do tests+=("tests/test_$name.py"); done
 "$PY" -m pytest -q -rfEs "${tests[@]}" --junitxml "$OUT/pytest.xml" \
     2>&1 | sed "s|^|[pytest] |" | tee "$OUT/pytest.log" || status=1

@@ -151,6 +151,7 @@ def test_torch_backend_option_runs_the_kernels_on_the_shipped_card(default_card,
     plain = TorchBackend(default_card, device='cpu')
     native = TorchBackend(default_card, device='cpu', native_kernels=True)
     assert plain.info['native_kernels'] == 'off' and native.info['native_kernels'].startswith('on (')
+    assert plain.info['heap'].startswith('glibc keeps freed memory')      # backends/heap.py, on glibc
     patch, results = _spy('lif_multistep')
     with patch:
         got = native.infer(audio, visual)

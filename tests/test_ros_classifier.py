@@ -6,6 +6,7 @@ import pytest
 from rclpy.lifecycle import TransitionCallbackReturn
 
 from av_snn_ros.model_card import ModelCard
+from av_snn_ros.models import native_kernels
 from av_snn_ros.ros.conversions import stamp_to_ns
 from runtime_helpers import Spinner, isolated, make_card, offline_scores, recording, robot_stream
 
@@ -58,8 +59,12 @@ def _by_start(msgs):
     return {stamp_to_ns(m.window_start): m for m in msgs}
 
 
-def test_classifications_equal_offline_evaluation(ros_context, card, card_path, rec, scores, expected):
-    node, probe = isolated(ros_context, card_path, {**REPLAY, 'energy.enabled': True})
+@pytest.mark.parametrize('native', [False, True], ids=['torch', 'native_kernels'])
+def test_classifications_equal_offline_evaluation(ros_context, card, card_path, rec, scores, expected, native):
+    if native and not native_kernels.available()[0]:
+        pytest.skip(f'native kernels unavailable: {native_kernels.available()[1]}')
+    node, probe = isolated(ros_context, card_path,
+                           {**REPLAY, 'energy.enabled': True, 'backend.native_kernels': native})
     with Spinner(ros_context, node, probe.node):
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
@@ -94,6 +99,7 @@ def test_classifications_equal_offline_evaluation(ros_context, card, card_path, 
     assert diag['windows_dropped'] == '0'
     assert diag['messages_dropped'] == '0'
     assert diag['backend'] == 'torch'
+    assert diag['backend.native_kernels'].startswith('on (' if native else 'off')
     assert 'latency.inference_p50_s' in diag and 'latency.inference_p99_s' in diag
     assert float(diag['rate.audio_hz']) > 0
     # energy per window from the model zoo's meter (torch backend)

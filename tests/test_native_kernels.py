@@ -145,6 +145,21 @@ def test_models_with_native_kernels_give_the_torch_outputs(name, data_root):
 
 
 @needs_kernels
+def test_energy_estimate_is_the_same_with_native_kernels(data_root):
+    """The meter counts the architecture's MACs (training-time maths), not what the kernels skip."""
+    from av_snn_ros.models.energy import estimate_energy
+    torch.manual_seed(0)
+    model = create_model('misnet_tiny')
+    audio, visual = (torch.from_numpy(x) for x in real_window(preprocess_config_for(model), data_root, batch=1))
+    calibrate_batchnorm(model, [(audio, visual)])
+    plain = estimate_energy(model, audio, visual)
+    with native_kernels.enabled():
+        native = estimate_energy(model, audio, visual)
+    assert native.total_mj == pytest.approx(plain.total_mj, rel=1e-9) and plain.total_mj > 0
+    assert [(l.name, l.flops, l.rate) for l in native.per_layer] == [(l.name, l.flops, l.rate) for l in plain.per_layer]
+
+
+@needs_kernels
 def test_torch_backend_option_runs_the_kernels_on_the_shipped_card(default_card, data_root):
     from av_snn_ros.backends.torch_backend import TorchBackend
     audio, visual = real_window(default_card.preprocessing, data_root, batch=1)

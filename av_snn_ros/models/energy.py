@@ -26,6 +26,7 @@ import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .blocks import SeqConvBN
+from .neurons import reference_paths
 
 E_MAC_PJ = 4.6       # energy of a 32-bit float multiply-accumulate (45 nm), pJ
 E_AC_PJ = 0.9        # energy of a 32-bit float accumulate (45 nm), pJ
@@ -185,7 +186,9 @@ class EnergyMeter:
         try:
             self.model.eval()
             dummy = [torch.zeros(s) for s in shapes]
-            with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            # the architecture's MACs: the training-time computations, not the inference fast paths
+            # (a one-channel stem padded to two, event-driven native convolutions the counter cannot see)
+            with torch.no_grad(), reference_paths(), FlopCounterMode(display=False) as counter:
                 self.model(*dummy)
         finally:
             self._recording = True

@@ -129,13 +129,17 @@ def measure_gemm_gflops(size: int = GEMM_SIZE, repeats: int = 5, dtype: torch.dt
 def count_flops(model: nn.Module, inputs: Sequence[torch.Tensor]) -> dict:
     """FLOPs of one ``model(*inputs)`` call by ``torch.utils.flop_counter`` (matmul/conv family only).
 
-    Elementwise work (the spiking neurons, batch norm in eval mode) is not counted: those ops are
+    Counted on the training-time computations (``reference_paths``), so every inference path is
+    compared against the same number. Elementwise work (the spiking neurons, batch norm) is not counted: those ops are
     memory bound and the counter has no formula for them, so the achieved-throughput figure computed
     from this number is a fraction of *GEMM* peak, as its name says.
     """
     from torch.utils.flop_counter import FlopCounterMode
+
+    from .models.neurons import reference_paths
     counter = FlopCounterMode(display=False)
-    with torch.inference_mode(), counter:
+    # the model's own FLOPs: the training-time computations (the fast paths pad one-channel stems)
+    with torch.inference_mode(), reference_paths(), counter:
         model(*inputs)
     by_op = {str(op): int(n) for op, n in counter.get_flop_counts().get('Global', {}).items()}
     return {'total': int(counter.get_total_flops()), 'by_op': dict(by_op)}

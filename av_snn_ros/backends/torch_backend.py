@@ -15,8 +15,8 @@ faster than the reference eager torch, same outputs. A missing C compiler is a s
 """
 from __future__ import annotations
 
-import logging
 import contextlib
+import logging
 from typing import Any
 
 import numpy as np

@@ -96,6 +96,7 @@ def test_transitions_over_change_state_service(ros_context, card_path, events):
     ({'window.hopp_s': 0.5}, 'unknown parameter'),                # a typo in a params file
     ({'model.card': '/nonexistent/card.yaml'}, 'cannot read model card'),
     ({'backend.name': 'tensorrt'}, '(?i)tensorrt'),              # pinned backend that cannot run here
+    ({'backend.native_kernels': True}, 'native_kernels: needs backend.name torch'),   # auto + torch-only option
 ])
 def test_bad_parameter_fails_configure_with_clear_message(ros_context, card_path, capfd, overrides, message):
     if overrides.get('backend.name') == 'tensorrt':

@@ -73,7 +73,7 @@ def param_specs() -> tuple[ParamSpec, ...]:
                   'graph (eager while forward hooks, e.g. the energy meter, are attached).', read_only=True),
         ParamSpec('backend.native_kernels', False, 'torch backend on the CPU: event-driven spiking '
                   'convolutions and one-pass neurons compiled from C on first use (needs a C compiler; '
-                  'MISNet-XS 128x128 3.5x faster than eager torch, same outputs).', read_only=True),
+                  'MISNet-XS 128x128 3.5x faster than eager torch, same outputs). Needs backend.name torch.', read_only=True),
         ParamSpec('backend.model_file_path', '', 'TensorRT: ONNX file to build the engine from '
                   '(empty: the card\'s ONNX).', read_only=True),
         ParamSpec('backend.engine_file_path', '', 'TensorRT: engine file to load or write (empty: the '
@@ -243,6 +243,10 @@ def read_settings(values: dict[str, Any]) -> NodeSettings:
             checked[name] = _check(spec, values.get(name, spec.default))
         except ValueError as exc:
             problems.append(str(exc))
+    if checked.get('backend.native_kernels') and checked.get('backend.name', 'torch') != 'torch':
+        # the kernels live in the torch backend; under auto they would apply only if every faster
+        # backend failed, which is not what setting them asks for
+        problems.append(f'backend.native_kernels: needs backend.name torch, got {checked["backend.name"]!r}')
     if problems:
         raise ValueError('invalid parameters:\n  ' + '\n  '.join(problems))
     if not checked['model.card']:

@@ -9,8 +9,7 @@ For the shipped default model (or ``--card``) and for registered models (default
   (``torch_fast``: what the node's torch backend runs, fused multi-step neurons, BN folded into the
   convolutions, channels-last; ``torch_native``: the same backend with its native kernels, event-driven
   spiking convolutions and one-pass neurons compiled from C; ``torch.compile`` when asked), and of
-  onnxruntime (the card's export, or
-  a fresh export for a registry model); speed-up ratios vs eager;
+  onnxruntime (the card's export, or a fresh export for a registry model); speed-up ratios vs eager;
 - output agreement with eager torch (argmax equal, max abs diff over the three outputs);
 - FLOPs of one call (``torch.utils.flop_counter``: convolutions and matmuls) and the achieved fraction
   of this machine's fp32 GEMM throughput, measured in the same run;

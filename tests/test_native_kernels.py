@@ -105,6 +105,16 @@ def test_one_pass_lif_is_bitwise_the_torch_fast_path(tau, decay_input, v_reset, 
 
 
 @needs_kernels
+def test_neurons_fall_back_to_torch_for_layouts_the_kernels_do_not_read():
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(4, 2, 6, 5, generator=gen).transpose(2, 3)       # steps are not dense blocks
+    assert native_kernels.lif_multistep(x, 0.5, 1.0, None) is None
+    lif = LIFNode(tau=2.0)
+    reference, _, native, _ = _native_and_torch(lif, x)               # the torch path, same values
+    assert torch.equal(native, reference)
+
+
+@needs_kernels
 def test_one_pass_mlif_is_bitwise_the_torch_fast_path():
     gen = torch.Generator().manual_seed(2)
     c_a, c_v = (2 * torch.randn(4, 1, 8, 6, 6, generator=gen) for _ in range(2))

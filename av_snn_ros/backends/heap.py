@@ -44,7 +44,8 @@ def _apply() -> str:
     except (OSError, AttributeError) as exc:
         return f'unchanged: mallopt not found ({exc})'
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    settings = {'mmap_threshold': (_M_MMAP_THRESHOLD, MMAP_THRESHOLD), 'trim_threshold': (_M_TRIM_THRESHOLD, TRIM_THRESHOLD),
+    settings = {'mmap_threshold': (_M_MMAP_THRESHOLD, MMAP_THRESHOLD),
+                'trim_threshold': (_M_TRIM_THRESHOLD, TRIM_THRESHOLD),
                 'top_pad': (_M_TOP_PAD, TOP_PAD)}
     failed = [name for name, (param, value) in settings.items() if mallopt(param, value) != 1]
     if failed:

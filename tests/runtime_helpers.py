@@ -14,6 +14,20 @@ CARD_MODEL = 'misnet_tiny'
 NS_PER_S = 1_000_000_000
 
 
+def calibrated_on_real_windows(name: str, data_root: Path, batch: int):
+    """A fresh registry model with BN statistics from ``batch`` real windows (so spikes reach the head),
+    and those windows as ``(model, audio, visual)`` tensors."""
+    import torch
+
+    from av_snn_ros.export import preprocess_config_for, real_window
+    from av_snn_ros.models import calibrate_batchnorm, create_model
+    torch.manual_seed(0)
+    model = create_model(name)
+    audio, visual = (torch.from_numpy(x) for x in real_window(preprocess_config_for(model), data_root, batch=batch))
+    calibrate_batchnorm(model, [(audio, visual)])
+    return model, audio, visual
+
+
 def make_card(tmp_path_factory) -> Path:
     """The shipped default model's card when it is present and intact (trained: its predictions vary
     from sample to sample, which makes label comparisons meaningful); otherwise an untrained

@@ -4,9 +4,10 @@ import pytest
 import torch
 
 from av_snn_ros.export import preprocess_config_for, real_window
-from av_snn_ros.models import calibrate_batchnorm, create_model, list_models
+from av_snn_ros.models import create_model, list_models
 from av_snn_ros.models.losses import build_loss, supervised_alignment
 from av_snn_ros.models.registry import model_config
+from runtime_helpers import calibrated_on_real_windows
 
 T = 4
 SMALL = (32, 32)          # the tiny (digits) variants' input size
@@ -25,15 +26,6 @@ def _inputs(model, batch=1, seed=0, size=None):
     g = torch.Generator().manual_seed(seed)
     return (torch.randn(T, batch, cfg.audio_channels, *size, generator=g),
             torch.randn(T, batch, cfg.visual_channels, *size, generator=g))
-
-
-def _calibrated_on_real_windows(name, data_root, batch):
-    """A fresh model with BN statistics from ``batch`` real windows (so spikes reach the head), and those windows."""
-    torch.manual_seed(0)
-    model = create_model(name)
-    audio, visual = (torch.from_numpy(x) for x in real_window(preprocess_config_for(model), data_root, batch=batch))
-    calibrate_batchnorm(model, [(audio, visual)])
-    return model, audio, visual
 
 
 def _n_params(model) -> int:
@@ -129,7 +121,7 @@ def test_models_reject_inputs_of_the_wrong_shape():
 @pytest.mark.parametrize('name', ['misnet_tiny', 'scmrl_tiny'])
 def test_each_forward_is_an_independent_window(name, data_root):
     """State is reset per call and samples do not interact in eval mode: batch of 2 == one by one."""
-    model, audio, visual = _calibrated_on_real_windows(name, data_root, batch=2)
+    model, audio, visual = calibrated_on_real_windows(name, data_root, batch=2)
     with torch.no_grad():
         both = model(audio, visual)[0]
         first = model(audio[:, :1], visual[:, :1])[0]
@@ -204,7 +196,7 @@ def test_fast_inference_paths_compute_the_training_time_values(name, data_root):
     one of speed only. Checked on real windows through calibrated BN, so neurons fire at every layer.
     """
     from av_snn_ros.models.neurons import reference_paths
-    model, audio, visual = _calibrated_on_real_windows(name, data_root, batch=4)
+    model, audio, visual = calibrated_on_real_windows(name, data_root, batch=4)
     with torch.inference_mode():
         fast = model(audio, visual)
         with reference_paths():

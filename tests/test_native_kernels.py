@@ -12,12 +12,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from av_snn_ros.export import preprocess_config_for, real_window
+from av_snn_ros.export import real_window
 from av_snn_ros.models import native_kernels
-from av_snn_ros.models.blocks import calibrate_batchnorm
 from av_snn_ros.models.neurons import LIFNode, MLIFNode
-from av_snn_ros.models.registry import create_model
-from runtime_helpers import make_card
+from runtime_helpers import calibrated_on_real_windows, make_card
 
 AVAILABLE, WHY = native_kernels.available()
 needs_kernels = pytest.mark.skipif(not AVAILABLE, reason=f'native kernels unavailable: {WHY}')
@@ -135,10 +133,7 @@ def test_one_pass_mlif_is_bitwise_the_torch_fast_path():
 @pytest.mark.parametrize('name', ['misnet_tiny', 'scmrl_tiny'])
 def test_models_with_native_kernels_give_the_torch_outputs(name, data_root):
     """Real windows through calibrated BN (spikes at every layer): the kernels run and change nothing."""
-    torch.manual_seed(0)
-    model = create_model(name)
-    audio, visual = (torch.from_numpy(x) for x in real_window(preprocess_config_for(model), data_root, batch=2))
-    calibrate_batchnorm(model, [(audio, visual)])
+    model, audio, visual = calibrated_on_real_windows(name, data_root, batch=2)
     conv_patch, convs = _spy('spike_conv2d')
     lif_patch, lifs = _spy('lif_multistep')
     with torch.inference_mode():
@@ -158,10 +153,7 @@ def test_models_with_native_kernels_give_the_torch_outputs(name, data_root):
 def test_energy_estimate_is_the_same_with_native_kernels(data_root):
     """The meter counts the architecture's MACs (training-time maths), not what the kernels skip."""
     from av_snn_ros.models.energy import estimate_energy
-    torch.manual_seed(0)
-    model = create_model('misnet_tiny')
-    audio, visual = (torch.from_numpy(x) for x in real_window(preprocess_config_for(model), data_root, batch=1))
-    calibrate_batchnorm(model, [(audio, visual)])
+    model, audio, visual = calibrated_on_real_windows('misnet_tiny', data_root, batch=1)
     plain = estimate_energy(model, audio, visual)
     with native_kernels.enabled():
         native = estimate_energy(model, audio, visual)

@@ -204,3 +204,26 @@ def test_compiled_library_is_cached_by_source_compiler_and_cpu(tmp_path, monkeyp
     monkeypatch.setattr(native_kernels, '_lib', None)
     native_kernels.load()                                   # found in the cache: not compiled again
     assert built[0].stat().st_mtime_ns == mtime
+
+
+@needs_kernels
+def test_compiler_without_openmp_still_builds_single_threaded_kernels(tmp_path, monkeypatch):
+    """A compiler that rejects -fopenmp (clang without libomp): the retry without it must load and run."""
+    import os
+    import shutil
+    real_cc = native_kernels._compiler()
+    fake = tmp_path / 'cc-no-openmp'
+    fake.write_text(f'#!/bin/sh\ncase "$*" in *-fopenmp*) echo "unsupported option -fopenmp" >&2; exit 1;; esac\n'
+                    f'exec {shutil.which(real_cc) or real_cc} "$@"\n')
+    fake.chmod(0o755)
+    monkeypatch.setattr(native_kernels, '_lib', None)
+    monkeypatch.setattr(native_kernels, '_error', None)
+    monkeypatch.setenv('AV_SNN_KERNEL_CACHE', str(tmp_path / 'cache'))
+    monkeypatch.setenv('CC', str(fake))
+    lib = native_kernels.load()
+    assert os.path.dirname(lib._name) == str(tmp_path / 'cache')
+    gen = torch.Generator().manual_seed(4)
+    x = _sparse((2, 16, 6, 6), 0.2, gen).contiguous(memory_format=torch.channels_last)
+    weight, bias = torch.randn(32, 16, 3, 3, generator=gen), torch.randn(32, generator=gen)
+    got = native_kernels.spike_conv2d(x, native_kernels.conv_weight_layout(weight), bias, max_density=1.0)
+    torch.testing.assert_close(got, F.conv2d(x, weight, bias, padding=1), rtol=1e-5, atol=1e-5)

@@ -110,16 +110,18 @@ def _compile(cc: str, target: Path) -> None:
     # compile next to the target and rename: concurrent first uses never load a half-written file
     fd, tmp = tempfile.mkstemp(suffix='.so', dir=target.parent)
     os.close(fd)
+    # a compiler without OpenMP (e.g. clang without libomp) still gives single-threaded kernels
+    flag_sets = (FLAGS, tuple(f for f in FLAGS if f != '-fopenmp'))
     try:
-        proc = subprocess.run([cc, *FLAGS, '-o', tmp, str(SOURCE), '-lm'], capture_output=True, text=True,
-                              timeout=300)
-        if proc.returncode != 0:
-            # a compiler without OpenMP (e.g. clang without libomp) still gives single-threaded kernels
-            serial = [f for f in FLAGS if f != '-fopenmp']
-            retry = subprocess.run([cc, *serial, '-o', tmp, str(SOURCE), '-lm'], capture_output=True, text=True,
-                                   timeout=300)
-            if retry.returncode != 0:
-                raise NativeKernelsUnavailable(f'compiling {SOURCE.name} with {cc} failed:\n{proc.stderr.strip()}')
+        errors = []
+        for flags in flag_sets:
+            proc = subprocess.run([cc, *flags, '-o', tmp, str(SOURCE), '-lm'], capture_output=True, text=True,
+                                  timeout=300)
+            if proc.returncode == 0:
+                break
+            errors.append(proc.stderr.strip())
+        else:
+            raise NativeKernelsUnavailable(f'compiling {SOURCE.name} with {cc} failed:\n{errors[0]}')
         os.replace(tmp, target)
     except (OSError, subprocess.SubprocessError) as exc:
         raise NativeKernelsUnavailable(f'compiling {SOURCE.name} with {cc} failed: {exc}') from exc

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -52,16 +52,19 @@ class TorchBackend(InferenceBackend):
             device = 'cuda' if torch.cuda.is_available() else 'cpu'
         if device == 'cuda' and not torch.cuda.is_available():
             raise BackendUnavailable('torch device cuda requested but CUDA is not available')
-        self._native = None
+        # what each window runs inside: the native kernels' scope, or nothing
+        self._kernels: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+        native_lib = None
         if native_kernels and device != 'cpu':
             # CPU kernels: on the GPU the CUDA graph is the fast path (said in info and the log)
             log.warning('torch backend: native_kernels ignored on device %s (they are CPU kernels)', device)
         elif native_kernels:
             from ..models import native_kernels as native
             try:
-                self._native = native.load()
+                native_lib = native.load()
             except native.NativeKernelsUnavailable as exc:
                 raise BackendUnavailable(f'native_kernels requested but unavailable: {exc}') from exc
+            self._kernels = native.enabled
         if device == 'cuda':
             # torch lets Ampere+ GPUs run fp32 convolutions as TF32 (10-bit mantissa), which moves
             # membranes across the threshold. This backend promises fp32; the reduced-precision GPU path
@@ -91,8 +94,8 @@ class TorchBackend(InferenceBackend):
                           'model_file': str(card.weights), 'precision': 'fp32'})
         if device == 'cuda':
             self.info['cuda_graph'] = 'on' if cuda_graph else 'off: cuda_graph disabled'
-        if self._native is not None:
-            self.info['native_kernels'] = f'on ({self._native._name})'
+        if native_lib is not None:
+            self.info['native_kernels'] = f'on ({native_lib._name})'
         else:
             self.info['native_kernels'] = 'off' if not native_kernels else f'off: device {device}'
 
@@ -109,12 +112,6 @@ class TorchBackend(InferenceBackend):
             logits=logits,
             audio_logits=audio_logits if 'audio' in self._heads else None,
             visual_logits=visual_logits if 'visual' in self._heads else None)
-
-    def _kernels(self) -> contextlib.AbstractContextManager:
-        if self._native is None:
-            return contextlib.nullcontext()
-        from ..models import native_kernels
-        return native_kernels.enabled()
 
     # ------------------------------------------------------------------------------- CUDA graphs
     def _graph_usable(self, a_shape: tuple, v_shape: tuple) -> bool:

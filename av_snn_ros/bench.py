@@ -243,6 +243,7 @@ def build_paths(target: Target, threads: int, compile_torch: bool,
     """Eager torch, the torch fast paths, optionally ``torch.compile``, onnxruntime and (``cuda``) the GPU
     backends; skipped ones with reasons."""
     import torch
+    from .backends.base import BackendUnavailable
     from .backends.torch_backend import TorchBackend
     paths: dict[str, InferencePath] = {}
     skipped: dict[str, str] = {}
@@ -256,7 +257,7 @@ def build_paths(target: Target, threads: int, compile_torch: bool,
     try:      # compiles the C kernels on first use (seconds, then cached)
         native = TorchBackend(target.card, threads=threads, device='cpu', native_kernels=True)
         paths[NATIVE] = _backend_path(NATIVE, native, target, time.perf_counter() - t0)
-    except Exception as exc:   # BackendUnavailable (no C compiler): reported, the rest still runs
+    except BackendUnavailable as exc:   # no C compiler: reported, the rest still runs (a kernel bug is not)
         skipped[NATIVE] = ' '.join(f'{type(exc).__name__}: {exc}'.split())[:400]
     if compile_torch:
         t0 = time.perf_counter()

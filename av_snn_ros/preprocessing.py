@@ -250,7 +250,26 @@ def image_steps(frames: Sequence[np.ndarray], cfg: PreprocessConfig) -> np.ndarr
     return out
 
 
-def preprocess_window(audio: np.ndarray, frames: Sequence[np.ndarray],
+def missing_audio_steps(cfg: PreprocessConfig) -> np.ndarray:
+    """The model input for "no audio in this window": zeros in the normalised space, ``(T,1,Ha,Wa)``.
+
+    The one definition of a missing sense, shared by training (modality dropout) and the node (a muted or
+    lost microphone), so the network is trained on exactly what it is fed when a sensor is gone.
+    """
+    return np.zeros((cfg.timesteps, 1, *cfg.audio_size), dtype=np.float32)
+
+
+def missing_image_steps(cfg: PreprocessConfig) -> np.ndarray:
+    """The model input for "no camera in this window": zeros in the normalised space, ``(T,C,Hv,Wv)``."""
+    return np.zeros((cfg.timesteps, cfg.image_channels, *cfg.image_size), dtype=np.float32)
+
+
+def preprocess_window(audio: np.ndarray | None, frames: Sequence[np.ndarray] | None,
                       cfg: PreprocessConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Raw window -> (audio ``(T,1,Ha,Wa)``, visual ``(T,C,Hv,Wv)``), the exact tensors a model sees."""
-    return audio_steps(audio, cfg), image_steps(frames, cfg)
+    """Raw window -> (audio ``(T,1,Ha,Wa)``, visual ``(T,C,Hv,Wv)``), the exact tensors a model sees.
+
+    ``None`` for a sense means it is missing in this window (see :func:`missing_audio_steps`).
+    """
+    a = missing_audio_steps(cfg) if audio is None else audio_steps(audio, cfg)
+    v = missing_image_steps(cfg) if frames is None else image_steps(frames, cfg)
+    return a, v

@@ -138,3 +138,54 @@ class ThrottledWarnings:
             self._last[reason] = now
             count = self._pending.pop(reason)
             return count
+
+
+#: received / published below this fraction makes diagnostics warn (frames or audio lost on the way)
+LOW_RECEIPT_FRACTION = 0.5
+#: messages needed before the receipt fraction is estimated
+MIN_RECEIPT_SAMPLES = 20
+
+
+class ReceiptMonitor:
+    """How much of what a publisher sent arrives, estimated from the stamps of what did (thread-safe).
+
+    Images: the publisher's period is the 10th percentile of the gaps between consecutive received
+    stamps (with random losses, some neighbours still arrive back to back), and the fraction is
+    ``(n - 1) * period / span``. Audio chunks carry their duration: the fraction is the audio received
+    over the stamp span it covers. Neither needs the publisher's rate to be configured anywhere.
+    """
+
+    def __init__(self, maxlen: int = 200) -> None:
+        self._lock = threading.Lock()
+        self._stamps: deque[int] = deque(maxlen=maxlen)
+        self._durations: deque[float] = deque(maxlen=maxlen)
+
+    def add(self, stamp_ns: int, duration_s: float | None = None) -> None:
+        with self._lock:
+            self._stamps.append(int(stamp_ns))
+            self._durations.append(float(duration_s) if duration_s is not None else float('nan'))
+
+    def fraction(self) -> float | None:
+        """Received / published over the kept messages, or None before there are enough of them."""
+        with self._lock:
+            if len(self._stamps) < MIN_RECEIPT_SAMPLES:
+                return None
+            order = np.argsort(np.fromiter(self._stamps, dtype=np.int64), kind='stable')
+            stamps = np.fromiter(self._stamps, dtype=np.int64)[order]
+            durations = np.fromiter(self._durations, dtype=np.float64)[order]
+        span_s = (stamps[-1] - stamps[0]) / 1e9
+        if span_s <= 0:
+            return None
+        if np.isfinite(durations).all():
+            return float(min(1.0, durations[:-1].sum() / span_s))
+        gaps = np.diff(stamps)
+        gaps = gaps[gaps > 0]
+        if gaps.size == 0:
+            return None
+        period_s = float(np.percentile(gaps, 10)) / 1e9
+        return float(min(1.0, (stamps.size - 1) * period_s / span_s))
+
+    def reset(self) -> None:
+        with self._lock:
+            self._stamps.clear()
+            self._durations.clear()

@@ -141,6 +141,9 @@ def _image(rng: np.random.Generator, case: str) -> FuzzMessage:
         reason = 'image_size'
     elif case == 'huge_declared':      # a header claiming gigabytes with a few bytes of data
         fields.update(height=MAX_IMAGE_SIDE, width=MAX_IMAGE_SIDE, encoding='rgb8', step=3 * MAX_IMAGE_SIDE)
+        reason = 'image_size'          # above input.max_image_pixels: refused before looking at the data
+    elif case == 'large_truncated':    # an allowed size (1080p) with a few bytes of data
+        fields.update(height=1080, width=1920, encoding='rgb8', step=3 * 1920)
         reason = 'image_truncated'
     elif case == 'random_pixels':      # well-formed: garbage content is not an error
         fields['encoding'], ch = 'mono8', 1
@@ -194,7 +197,8 @@ def _audio(rng: np.random.Generator, case: str) -> FuzzMessage:
     return FuzzMessage('audio', msg, reason)
 
 
-IMAGE_CASES = ('encoding', 'step', 'truncated', 'oversized', 'dims', 'huge_declared', 'random_pixels')
+IMAGE_CASES = ('encoding', 'step', 'truncated', 'oversized', 'dims', 'huge_declared', 'large_truncated',
+               'random_pixels')
 AUDIO_CASES = ('odd_bytes', 'nonfinite', 'rate', 'channels', 'encoding', 'empty', 'well_formed')
 
 

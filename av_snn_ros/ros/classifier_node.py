@@ -18,8 +18,6 @@ diagnostics; ``deactivate`` stops them and forgets buffered data; ``cleanup`` re
 """
 from __future__ import annotations
 
-import contextlib
-import signal
 import sys
 import threading
 import time
@@ -27,16 +25,17 @@ from typing import Any
 
 import numpy as np
 import rclpy
-from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import Executor, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from ..backends.base import BackendChoice, BackendUnavailable, create_backend
 from ..inference_worker import InferenceWorker
 from ..model_card import ModelCard, ModelFileError
 from ..prediction import Prediction, Predictor
-from ..runtime_stats import Counters, LatencyTracker, RateMeter, ThrottledWarnings
+from ..runtime_stats import (LOW_RECEIPT_FRACTION, Counters, LatencyTracker, RateMeter, ReceiptMonitor,
+                             ThrottledWarnings)
 from ..windowing import AudioVisualWindower, Window
-from . import conversions, params, qos
+from . import conversions, params, process, qos
 
 NODE_NAME = 'av_classifier'
 IMAGE_TOPIC = 'image'
@@ -64,6 +63,7 @@ class AvClassifierNode(LifecycleNode):
         self.inference_latency = LatencyTracker()
         self.stamp_latency = LatencyTracker()
         self.rates = {'image': RateMeter(), 'audio': RateMeter(), 'classification': RateMeter()}
+        self.receipt = {'image': ReceiptMonitor(), 'audio': ReceiptMonitor()}
         self.settings: params.NodeSettings | None = None
         self.card: ModelCard | None = None
         self.choice: BackendChoice | None = None
@@ -71,7 +71,7 @@ class AvClassifierNode(LifecycleNode):
         self._windower: AudioVisualWindower | None = None
         self._worker: InferenceWorker | None = None
         self._energy = None
-        self._sensor_subs: list = []
+        self._sensor_subs: dict[str, tuple[Any, str]] = {}   # kind -> (subscription, reliability)
         self._timer = None
         self._pub_classification = None
         self._pub_diagnostics = None
@@ -154,30 +154,68 @@ class AvClassifierNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         settings = self.settings
-        sensor_qos = qos.sensor_qos(settings.reliability, settings.depth)
         self._worker = InferenceWorker(self._predict, self._publish, self._on_worker_error,
                                        capacity=settings.queue_size, name='av_classifier_inference',
                                        counters=self.counters)
         self._worker.start()
-        if settings.compressed:
-            image_sub = self.create_subscription(_sensor('CompressedImage'), COMPRESSED_IMAGE_TOPIC,
-                                                 self._on_compressed_image, sensor_qos)
-        else:
-            image_sub = self.create_subscription(_sensor('Image'), IMAGE_TOPIC, self._on_image, sensor_qos)
-        audio_sub = self.create_subscription(_msg('AudioChunk'), AUDIO_TOPIC, self._on_audio, sensor_qos)
-        self._sensor_subs = [image_sub, audio_sub]
-        self._timer = self.create_timer(settings.diagnostics_period_s, self._publish_diagnostics)
-        for meter in self.rates.values():
+        for kind in ('image', 'audio'):
+            self._subscribe(kind)
+        self._timer = self.create_timer(settings.diagnostics_period_s,
+                                        self._guarded('diagnostics', self._on_timer, counts_drop=False))
+        for meter in (*self.rates.values(), *self.receipt.values()):
             meter.reset()
         self._last_classified = time.monotonic()
-        self.get_logger().info(f'active: listening on {image_sub.topic_name} and {audio_sub.topic_name}, '
-                               f'publishing {self._pub_classification.topic_name}')
+        topics = ' and '.join(f'{sub.topic_name} ({rel})' for sub, rel in self._sensor_subs.values())
+        self.get_logger().info(f'active: listening on {topics}, publishing {self._pub_classification.topic_name}')
         return super().on_activate(state)
 
+    def _sensor_topic(self, kind: str) -> tuple[Any, str, Any]:
+        """(message type, relative topic, callback) of the image or audio input."""
+        if kind == 'audio':
+            return _msg('AudioChunk'), AUDIO_TOPIC, self._on_audio
+        if self.settings.compressed:
+            return _sensor('CompressedImage'), COMPRESSED_IMAGE_TOPIC, self._on_compressed_image
+        return _sensor('Image'), IMAGE_TOPIC, self._on_image
+
+    def _wanted_reliability(self, kind: str) -> str:
+        """The configured reliability, or under ``auto`` the one the topic's publishers offer (kept as it
+        is while there are none)."""
+        setting = self.settings.reliability
+        if setting != 'auto':
+            return setting
+        _, topic, _ = self._sensor_topic(kind)
+        offered = qos.publishers_reliability(
+            [info.qos_profile for info in self.get_publishers_info_by_topic(self.resolve_topic_name(topic))])
+        if offered is None:
+            current = self._sensor_subs.get(kind)
+            return current[1] if current is not None else qos.NO_PUBLISHER_RELIABILITY
+        return offered
+
+    def _subscribe(self, kind: str) -> None:
+        """(Re)create the subscription of ``kind`` with the reliability :meth:`_wanted_reliability` gives."""
+        reliability = self._wanted_reliability(kind)
+        old = self._sensor_subs.pop(kind, None)
+        if old is not None:
+            self.destroy_subscription(old[0])
+        msg_type, topic, callback = self._sensor_topic(kind)
+        sub = self.create_subscription(msg_type, topic, self._guarded(kind, callback),
+                                       qos.sensor_qos(reliability, self.settings.depth))
+        self._sensor_subs[kind] = (sub, reliability)
+        if old is not None:
+            self.get_logger().info(f'{sub.topic_name}: publishers changed, subscription now {reliability}')
+
+    def _follow_publishers(self) -> None:
+        """``qos.sensor.reliability: auto``: re-subscribe when the publishers' reliability changed."""
+        if self.settings is None or self.settings.reliability != 'auto':
+            return
+        for kind in list(self._sensor_subs):
+            if self._wanted_reliability(kind) != self._sensor_subs[kind][1]:
+                self._subscribe(kind)
+
     def _stop_activity(self) -> None:
-        for sub in self._sensor_subs:
+        for sub, _ in self._sensor_subs.values():
             self.destroy_subscription(sub)
-        self._sensor_subs = []
+        self._sensor_subs = {}
         if self._timer is not None:
             self.destroy_timer(self._timer)
             self._timer = None
@@ -231,6 +269,22 @@ class AvClassifierNode(LifecycleNode):
             extra = f' ({count} since the last warning)' if count > 1 else ''
             self.get_logger().warning(f'dropping input [{reason}]{extra}: {text}')
 
+    def _guarded(self, name: str, callback, counts_drop: bool = True):
+        """``callback`` behind a guard: an exception is counted and logged (throttled), never reaches the
+        executor, whose spin would otherwise end and take the node down with it."""
+        def run(*args) -> None:
+            try:
+                callback(*args)
+            except Exception as exc:  # noqa: BLE001 - the guard's whole point
+                text = f'{type(exc).__name__} in the {name} callback: {exc}'
+                if counts_drop:
+                    self._drop(f'{name}_callback_error', text)
+                else:
+                    self.counters.inc(f'error.{name}_callback')
+                    if self._warnings.check(f'{name}_callback') is not None:
+                        self.get_logger().error(text)
+        return run
+
     def _push(self, kind: str, push) -> None:
         with self._lock:
             windower = self._windower
@@ -253,20 +307,22 @@ class AvClassifierNode(LifecycleNode):
     def _on_image(self, msg) -> None:
         self.rates['image'].tick()
         try:
-            stamp, frame = conversions.image_to_array(msg)
+            stamp, frame = conversions.image_to_array(msg, self.settings.max_image_pixels)
         except conversions.MessageError as exc:
             self._drop(exc.reason, str(exc))
             return
+        self.receipt['image'].add(stamp)
         self._frame_id = msg.header.frame_id
         self._push('image', lambda w: w.push_frame(stamp, frame))
 
     def _on_compressed_image(self, msg) -> None:
         self.rates['image'].tick()
         try:
-            stamp, frame = conversions.compressed_image_to_array(msg)
+            stamp, frame = conversions.compressed_image_to_array(msg, self.settings.max_image_pixels)
         except conversions.MessageError as exc:
             self._drop(exc.reason, str(exc))
             return
+        self.receipt['image'].add(stamp)
         self._frame_id = msg.header.frame_id
         self._push('image', lambda w: w.push_frame(stamp, frame))
 
@@ -277,6 +333,7 @@ class AvClassifierNode(LifecycleNode):
         except conversions.MessageError as exc:
             self._drop(exc.reason, str(exc))
             return
+        self.receipt['audio'].add(stamp, samples.size / rate)
         self._push('audio', lambda w: w.push_audio(stamp, samples, rate))
 
     # --------------------------------------------------------------------------------------- inference
@@ -342,6 +399,12 @@ class AvClassifierNode(LifecycleNode):
                                          if k.startswith('drop.') and k != 'drop.inference_error')
         for name, meter in self.rates.items():
             values[f'rate.{name}_hz'] = f'{meter.rate_hz():.2f}'
+        for name, monitor in self.receipt.items():
+            fraction = monitor.fraction()
+            if fraction is not None:      # share of what the publisher sent that arrived
+                values[f'receipt.{name}'] = f'{fraction:.2f}'
+        for kind, (_, reliability) in self._sensor_subs.items():
+            values[f'qos.{kind}_reliability'] = reliability
         trackers = [('inference', self.inference_latency), ('stamp_to_publish', self.stamp_latency)]
         worker = self._worker
         if worker is not None:
@@ -369,6 +432,10 @@ class AvClassifierNode(LifecycleNode):
                 values[f'energy.{key}'] = v
         return {k: str(v) for k, v in values.items()}
 
+    def _on_timer(self) -> None:
+        self._follow_publishers()
+        self._publish_diagnostics()
+
     def _publish_diagnostics(self) -> None:
         pub = self._pub_diagnostics
         if pub is None:
@@ -394,6 +461,11 @@ class AvClassifierNode(LifecycleNode):
         if image_hz == 0 or audio_hz == 0:
             missing = 'image' if image_hz == 0 else 'audio'
             return _WARN, f'no {missing} input'
+        low = [f'{name} {values[f"receipt.{name}"]}' for name in ('image', 'audio')
+               if float(values.get(f'receipt.{name}', 1.0)) < LOW_RECEIPT_FRACTION]
+        if low:
+            return _WARN, (f'receiving only part of what is published ({", ".join(low)}): use '
+                           'qos.sensor.reliability auto or reliable, or compressed images')
         if time.monotonic() - self._last_classified > STALL_WARN_S:
             return _WARN, 'inputs arrive but no window was classified recently (see dropped_* counters)'
         return _OK, f'classifying ({values["rate.classification_hz"]} windows/s, backend {values.get("backend")})'
@@ -433,20 +505,6 @@ def shutdown_node(node: AvClassifierNode) -> None:
     node.destroy_node()
 
 
-@contextlib.contextmanager
-def interrupts_ignored():
-    """Ignore Ctrl-C while tearing down: rclpy shuts the context down on SIGINT *and* chains to Python's
-    handler, so a KeyboardInterrupt may surface in the middle of the clean-up otherwise."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
-
-
 def make_executor(context=None) -> Executor:
     """The executor the node graph spins on: single-threaded.
 
@@ -459,8 +517,11 @@ def make_executor(context=None) -> Executor:
 
 
 def main(args: list[str] | None = None) -> int:
-    """``av_classifier_node [--ros-args ...]``: spin the node; configure+activate itself if ``autostart``."""
-    rclpy.init(args=args)
+    """``av_classifier_node [--ros-args ...]``: spin the node; configure+activate itself if ``autostart``.
+
+    SIGINT/SIGTERM end the spin; the node then leaves its lifecycle cleanly (see :mod:`.process`).
+    """
+    stop = process.init(args)
     node = AvClassifierNode()
     executor = make_executor()
     executor.add_node(node)
@@ -470,14 +531,12 @@ def main(args: list[str] | None = None) -> int:
             node.get_logger().error('autostart failed; exiting (see the error above)')
             code = 1
         else:
-            executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+            process.spin(executor, stop)
     finally:
-        with interrupts_ignored():
-            executor.shutdown()
-            shutdown_node(node)
-            rclpy.try_shutdown()
+        shutdown_node(node)
+        executor.shutdown()
+        rclpy.try_shutdown()
+        stop.restore()
     return code
 
 

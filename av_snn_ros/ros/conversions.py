@@ -17,6 +17,16 @@ from ..windowing import MAX_SAMPLE_RATE, NS_PER_S
 
 #: largest image side accepted (guards against garbage headers allocating gigabytes)
 MAX_IMAGE_SIDE = 16384
+#: default cap on an image's pixel count (4K UHD): a compressed image declaring more is refused before
+#: it is decoded, so a 70-byte PNG cannot make the decoder allocate gigabytes (node parameter
+#: ``input.max_image_pixels``)
+DEFAULT_MAX_IMAGE_PIXELS = 3840 * 2160
+_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+_PNG_IEND = b'IEND\xaeB`\x82'
+#: JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic; not DHT/JPG/DAC)
+_JPEG_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+#: bytes after a JPEG's end-of-image marker tolerated (some encoders pad)
+_JPEG_TAIL = 64
 #: lowest audio rate accepted: below it nothing speech-like survives, so it is a broken header
 MIN_SAMPLE_RATE = 1000
 #: most interleaved channels accepted in an audio chunk
@@ -74,7 +84,15 @@ def _to_8bit(values: np.ndarray) -> np.ndarray:
     return (values >> _BITS_16_TO_8).astype(np.uint8)
 
 
-def image_to_array(msg) -> tuple[int, np.ndarray]:
+def _check_pixels(width: int, height: int, max_pixels: int, what: str) -> None:
+    if not (0 < height <= MAX_IMAGE_SIDE and 0 < width <= MAX_IMAGE_SIDE):
+        raise MessageError('image_size', f'{what} size {width}x{height} outside 1..{MAX_IMAGE_SIDE}')
+    if width * height > max_pixels:
+        raise MessageError('image_size', f'{what} {width}x{height} has {width * height} pixels, more than '
+                           f'input.max_image_pixels = {max_pixels}')
+
+
+def image_to_array(msg, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> tuple[int, np.ndarray]:
     """``sensor_msgs/Image`` -> ``(stamp_ns, uint8 HxWx3 RGB or HxW gray)``.
 
     Honours ``step`` (row padding) and ``is_bigendian`` (16-bit encodings). Raises :class:`MessageError`
@@ -86,8 +104,7 @@ def image_to_array(msg) -> tuple[int, np.ndarray]:
         raise MessageError('image_encoding', f'unsupported image encoding {msg.encoding!r}; accepted: '
                            f'{", ".join(IMAGE_ENCODINGS)} (or subscribe to CompressedImage)')
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    if not (0 < height <= MAX_IMAGE_SIDE and 0 < width <= MAX_IMAGE_SIDE):
-        raise MessageError('image_size', f'image size {width}x{height} outside 1..{MAX_IMAGE_SIDE}')
+    _check_pixels(width, height, max_pixels, 'image')
     row_bytes = width * enc.channels * enc.bytes_per_channel
     if step < row_bytes:
         raise MessageError('image_step', f'step {step} is smaller than width*channels*bytes = {row_bytes} '
@@ -115,19 +132,78 @@ def image_to_array(msg) -> tuple[int, np.ndarray]:
     return stamp_to_ns(msg.header.stamp), np.ascontiguousarray(frame)
 
 
-def compressed_image_to_array(msg) -> tuple[int, np.ndarray]:
-    """``sensor_msgs/CompressedImage`` (JPEG, PNG, ...) -> ``(stamp_ns, uint8 RGB or gray)``.
+def _png_size(data: bytes) -> tuple[int, int]:
+    # the IHDR chunk must come first: length 13, type, width, height (big-endian)
+    if len(data) < 33 or data[12:16] != b'IHDR':
+        raise MessageError('image_truncated', f'PNG of {len(data)} bytes has no IHDR header')
+    if not data.rstrip(b'\0').endswith(_PNG_IEND):
+        raise MessageError('image_truncated', f'PNG of {len(data)} bytes does not end with IEND (truncated)')
+    return int.from_bytes(data[16:20], 'big'), int.from_bytes(data[20:24], 'big')
 
-    Raises :class:`MessageError` with reason ``image_decode`` when OpenCV cannot decode the data.
+
+def _jpeg_size(data: bytes) -> tuple[int, int]:
+    if b'\xff\xd9' not in data[-_JPEG_TAIL:]:
+        raise MessageError('image_truncated', f'JPEG of {len(data)} bytes has no end-of-image marker '
+                           '(truncated)')
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            raise MessageError('image_decode', f'JPEG marker expected at byte {i}')
+        marker = data[i + 1]
+        if marker == 0xFF:                      # fill byte
+            i += 1
+            continue
+        if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:  # markers without a length
+            i += 2
+            continue
+        length = int.from_bytes(data[i + 2:i + 4], 'big')
+        if marker in _JPEG_SOF:
+            if length < 7 or i + 9 > len(data):
+                break
+            return int.from_bytes(data[i + 7:i + 9], 'big'), int.from_bytes(data[i + 5:i + 7], 'big')
+        if marker == 0xDA or length < 2:       # scan data before any frame header: not a valid JPEG
+            break
+        i += 2 + length
+    raise MessageError('image_decode', f'JPEG of {len(data)} bytes has no frame header')
+
+
+def compressed_image_size(data: bytes) -> tuple[str, int, int]:
+    """``(format, width, height)`` read from a PNG or JPEG header without decoding any pixels.
+
+    Raises :class:`MessageError` (``image_format``, ``image_truncated``, ``image_decode``) for anything
+    else: the decoder is only ever handed data whose size is known and allowed.
+    """
+    if data.startswith(_PNG_SIGNATURE):
+        return ('png', *_png_size(data))
+    if data.startswith(b'\xff\xd8\xff'):
+        return ('jpeg', *_jpeg_size(data))
+    raise MessageError('image_format', f'CompressedImage data of {len(data)} bytes is neither PNG nor JPEG '
+                       f'(starts with {data[:8].hex()}); publish jpeg or png (image_transport compressed)')
+
+
+def compressed_image_to_array(msg, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> tuple[int, np.ndarray]:
+    """``sensor_msgs/CompressedImage`` (JPEG or PNG) -> ``(stamp_ns, uint8 RGB or gray)``.
+
+    The header is checked before decoding (format, declared size against ``max_pixels``, truncation).
+    Raises :class:`MessageError` with reason ``image_format``, ``image_size``, ``image_truncated`` or
+    ``image_decode``; never lets a decoder error escape.
     """
     import cv2
     data = _buffer(msg.data)
     if data.size == 0:
         raise MessageError('image_decode', f'empty CompressedImage (format {msg.format!r})')
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    fmt, width, height = compressed_image_size(data.tobytes())
+    _check_pixels(width, height, max_pixels, f'{fmt} image')
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:
+        raise MessageError('image_decode', f'cannot decode {fmt} CompressedImage ({data.size} bytes): '
+                           f'{str(exc).strip().splitlines()[-1]}') from exc
     if image is None:
-        raise MessageError('image_decode', f'cannot decode CompressedImage of format {msg.format!r} '
-                           f'({data.size} bytes)')
+        raise MessageError('image_decode', f'cannot decode {fmt} CompressedImage ({data.size} bytes)')
+    if image.shape[:2] != (height, width):
+        raise MessageError('image_decode', f'{fmt} image decoded to {image.shape[1]}x{image.shape[0]}, '
+                           f'its header says {width}x{height}')
     if image.dtype == np.uint16:
         image = _to_8bit(image)
     elif image.dtype != np.uint8:
@@ -139,8 +215,6 @@ def compressed_image_to_array(msg) -> tuple[int, np.ndarray]:
             image = image[:, :, 2::-1]                     # OpenCV decodes BGR(A)
         else:
             raise MessageError('image_decode', f'decoded image has {image.shape[2]} channels')
-    if max(image.shape[:2]) > MAX_IMAGE_SIDE:
-        raise MessageError('image_size', f'decoded image {image.shape[1]}x{image.shape[0]} too large')
     return stamp_to_ns(msg.header.stamp), np.ascontiguousarray(image)
 
 

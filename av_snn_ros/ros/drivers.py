@@ -4,7 +4,9 @@ from __future__ import annotations
 from typing import Callable
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
+
+from . import process
 
 
 class DeviceError(RuntimeError):
@@ -17,26 +19,24 @@ def run_driver(make_node: Callable[[], object], name: str, args: list[str] | Non
     ``make_node()`` builds the node (``ValueError`` for bad parameters); its ``start()`` opens the device
     (:class:`DeviceError`), and ``stop()`` releases it.
     """
-    rclpy.init(args=args)
+    stop = process.init(args)
     code = 0
     node = None
+    executor = SingleThreadedExecutor()
     try:
         node = make_node()
         node.start()
-        executor = SingleThreadedExecutor()
         executor.add_node(node)
-        executor.spin()
+        process.spin(executor, stop)
     except (DeviceError, ValueError) as exc:
         logger = node.get_logger() if node is not None else rclpy.logging.get_logger(name)
         logger.error(str(exc))
         code = 1
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
     finally:
-        from .classifier_node import interrupts_ignored
-        with interrupts_ignored():
-            if node is not None:
-                node.stop()
-                node.destroy_node()
-            rclpy.try_shutdown()
+        if node is not None:
+            node.stop()
+            node.destroy_node()
+        executor.shutdown()
+        rclpy.try_shutdown()
+        stop.restore()
     return code

@@ -57,10 +57,10 @@ def _validate(args: argparse.Namespace) -> Path:
 
 def main(args: argparse.Namespace) -> int:
     import rclpy
-    from rclpy.executors import ExternalShutdownException
     from rclpy.logging import get_logger
 
-    from .classifier_node import AvClassifierNode, interrupts_ignored, make_executor, shutdown_node, start
+    from . import process
+    from .classifier_node import AvClassifierNode, make_executor, shutdown_node, start
     from .drivers import DeviceError
 
     log = get_logger('av_snn_run')
@@ -78,7 +78,7 @@ def main(args: argparse.Namespace) -> int:
     for item in args.param:
         classifier_args += ['-p', item]
 
-    rclpy.init(args=[])
+    stop = process.init([])
     drivers: list = []
     classifier = None
     executor = make_executor()
@@ -107,19 +107,17 @@ def main(args: argparse.Namespace) -> int:
         else:
             log.info(f'{classifier.get_fully_qualified_name()} is unconfigured: drive it with its '
                      '~/change_state service')
-        executor.spin()
+        process.spin(executor, stop)
     except (DeviceError, ValueError) as exc:
         log.error(str(exc))
         code = 1
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
     finally:
-        with interrupts_ignored():
-            executor.shutdown()
-            if classifier is not None:
-                shutdown_node(classifier)
-            for node in drivers:
-                node.stop()
-                node.destroy_node()
-            rclpy.try_shutdown()
+        if classifier is not None:
+            shutdown_node(classifier)
+        for node in drivers:
+            node.stop()
+            node.destroy_node()
+        executor.shutdown()
+        rclpy.try_shutdown()
+        stop.restore()
     return code

@@ -15,8 +15,9 @@ from typing import Any
 
 from ..backends.base import available_backends
 from ..windowing import GAP_POLICIES, WindowParams
+from .conversions import DEFAULT_MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE
 
-RELIABILITIES = ('best_effort', 'reliable')
+RELIABILITIES = ('auto', 'best_effort', 'reliable')
 #: Isaac ROS TensorRT node parameter names, passed to the TensorRT backend as options
 TENSORRT_OPTIONS = ('model_file_path', 'engine_file_path', 'force_engine_update', 'enable_fp16',
                     'max_workspace_size', 'dla_core')
@@ -101,13 +102,19 @@ def param_specs() -> tuple[ParamSpec, ...]:
                   'waits for the slower modality before it is dropped.', range=(0.5, 600.0)),
         ParamSpec('inference.queue_size', 1, 'Windows waiting for inference. 1: newest wins (lowest latency); '
                   'more: oldest dropped when full. Drops count as dropped_busy.', range=(1, 10000)),
-        ParamSpec('qos.sensor.reliability', 'best_effort', 'Reliability of the image and audio '
-                  'subscriptions (best_effort = sensor data QoS; reliable for lossless replay).',
+        ParamSpec('qos.sensor.reliability', 'auto', 'Reliability of the image and audio subscriptions: '
+                  'auto follows each topic\'s publishers (reliable when every publisher is reliable, best '
+                  'effort otherwise or while there is none yet; re-checked when publishers appear), as '
+                  'image_pipeline does; best_effort = sensor data QoS; reliable for lossless replay.',
                   choices=RELIABILITIES, read_only=True),
         ParamSpec('qos.sensor.depth', 10, 'History depth of the image and audio subscriptions.',
                   range=(1, 100000), read_only=True),
         ParamSpec('input.compressed', False, 'Subscribe to image/compressed (sensor_msgs/CompressedImage) '
                   'instead of image (sensor_msgs/Image).', read_only=True),
+        ParamSpec('input.max_image_pixels', DEFAULT_MAX_IMAGE_PIXELS, 'Largest image accepted, in pixels '
+                  '(width x height; default 4K UHD). A CompressedImage whose header declares more is dropped '
+                  'before decoding (image_size), so a tiny hostile PNG cannot allocate gigabytes.',
+                  range=(1, MAX_IMAGE_SIDE * MAX_IMAGE_SIDE), read_only=True),
         ParamSpec('diagnostics.period_s', 1.0, 'Period of the /diagnostics report.', range=(0.1, 3600.0)),
         ParamSpec('energy.enabled', False, 'Report firing rates and an energy estimate per window in '
                   '/diagnostics (torch backend only, when av_snn_ros.models.energy provides EnergyMeter).'),
@@ -133,6 +140,7 @@ class NodeSettings:
     reliability: str
     depth: int
     compressed: bool
+    max_image_pixels: int
     diagnostics_period_s: float
     energy_enabled: bool
 
@@ -270,7 +278,8 @@ def read_settings(values: dict[str, Any]) -> NodeSettings:
         model_card=checked['model.card'], backend=BackendSettings(checked['backend.name'], options),
         window=window, queue_size=checked['inference.queue_size'],
         reliability=checked['qos.sensor.reliability'], depth=checked['qos.sensor.depth'],
-        compressed=checked['input.compressed'], diagnostics_period_s=checked['diagnostics.period_s'],
+        compressed=checked['input.compressed'], max_image_pixels=checked['input.max_image_pixels'],
+        diagnostics_period_s=checked['diagnostics.period_s'],
         energy_enabled=checked['energy.enabled'])
 
 

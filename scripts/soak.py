@@ -70,8 +70,9 @@ def trend_mb_per_hour(times_s: list[float], rss_mb: list[float]) -> float | None
 def run(args: argparse.Namespace) -> dict:
     import yaml
 
-    from av_snn_ros.bench import (ProcessSampler, _node_process, classifier_parameters, make_node_bag,
-                                  private_domain, registry_target)
+    from av_snn_ros.tools.bench import registry_target
+    from av_snn_ros.tools.node_bench import (ProcessSampler, classifier_parameters, make_node_bag, node_process,
+                                             private_domain)
     from av_snn_ros.model_card import ModelCard
     from av_snn_ros.paths import config_dir, default_data_root, default_model_card
     from av_snn_ros.replay.replay import ReplayOptions, run_replay
@@ -96,7 +97,7 @@ def run(args: argparse.Namespace) -> dict:
         state: dict = {'received': []}
 
         def on_ready() -> None:
-            proc = _node_process(os.getpid())
+            proc = node_process(os.getpid())
             if proc is None:
                 raise RuntimeError('cannot find the classifier process to sample')
             state['sampler'] = ProcessSampler(proc.pid, SAMPLE_PERIOD_S).start()

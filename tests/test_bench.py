@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from av_snn_ros import bench, profiling
+from av_snn_ros import parity, timing
+from av_snn_ros.tools import bench, node_bench, profiling
 from av_snn_ros.models import native_kernels
 
 
@@ -113,34 +114,34 @@ def test_missing_card_is_reported_not_fatal(tmp_path, data_root) -> None:
 def test_agreement_uses_only_real_heads() -> None:
     ref = (np.array([[1.0, 2.0]]), np.array([[5.0, 0.0]]), np.zeros((1, 2)))
     other = (np.array([[1.0, 2.5]]), np.array([[0.0, 9.0]]), np.ones((1, 2)))
-    assert bench.agreement(ref, other, ('visual',)) == {'argmax_equal': True, 'max_abs_diff': 1.0,
+    assert parity.agreement(ref, other, ('visual',)) == {'argmax_equal': True, 'max_abs_diff': 1.0,
                                                        'logits_nonzero': True}
-    assert bench.agreement(ref, other, ('audio', 'visual'))['max_abs_diff'] == 9.0
+    assert parity.agreement(ref, other, ('audio', 'visual'))['max_abs_diff'] == 9.0
 
 
 # ------------------------------------------------------------------------------------ profiling
 
 def test_percentiles_and_stats() -> None:
     values = sorted([0.004, 0.001, 0.003, 0.002, 0.005])
-    assert profiling.percentile(values, 50) == 0.003
-    assert profiling.percentile(values, 0) == 0.001 and profiling.percentile(values, 100) == 0.005
-    assert profiling.percentile([1.0, 2.0], 25) == pytest.approx(1.25)
-    s = profiling.latency_stats([0.001, 0.002, 0.003])
+    assert timing.percentile(values, 50) == 0.003
+    assert timing.percentile(values, 0) == 0.001 and timing.percentile(values, 100) == 0.005
+    assert timing.percentile([1.0, 2.0], 25) == pytest.approx(1.25)
+    s = timing.latency_stats([0.001, 0.002, 0.003])
     assert (s.n, s.p50_ms, s.min_ms, s.max_ms) == (3, pytest.approx(2.0), pytest.approx(1.0), pytest.approx(3.0))
     with pytest.raises(ValueError):
-        profiling.percentile([], 50)
+        timing.percentile([], 50)
     with pytest.raises(ValueError):
-        profiling.percentile([1.0], 101)
+        timing.percentile([1.0], 101)
 
 
 def test_time_interleaved_round_robin() -> None:
     order: list[str] = []
-    stats = profiling.time_interleaved({'a': lambda: order.append('a'), 'b': lambda: order.append('b')},
+    stats = timing.time_interleaved({'a': lambda: order.append('a'), 'b': lambda: order.append('b')},
                                        warmup=1, min_rounds=3, max_rounds=3, min_time_s=0.0)
     assert order == ['a', 'b'] * 4                               # one warm-up round, then 3 interleaved
     assert stats['a'].n == stats['b'].n == 3
     with pytest.raises(ValueError):
-        profiling.time_interleaved({})
+        timing.time_interleaved({})
 
 
 def test_count_flops_of_a_conv_and_a_linear() -> None:
@@ -172,7 +173,7 @@ def test_stage_profile_attributes_time_to_categories() -> None:
 
 
 def test_process_sampler_measures_this_process() -> None:
-    sampler = bench.ProcessSampler(os.getpid(), period_s=0.05).start()
+    sampler = node_bench.ProcessSampler(os.getpid(), period_s=0.05).start()
     t0 = time.monotonic()
     x = 0.0
     while time.monotonic() - t0 < 0.5:                          # keep one core busy for half a second
@@ -186,16 +187,16 @@ def test_process_sampler_measures_this_process() -> None:
 @pytest.mark.parametrize('key', ['av_classifier', '/**/av_classifier', '/robot/av_classifier'])
 def test_classifier_parameters_from_params_files(tmp_path, key) -> None:
     data = {'other_node': {'ros__parameters': {'x': 1}}, key: {'ros__parameters': {'window': {'hop_s': 0.25}}}}
-    assert bench.classifier_parameters(data, tmp_path / 'p.yaml') == {'window': {'hop_s': 0.25}}
+    assert node_bench.classifier_parameters(data, tmp_path / 'p.yaml') == {'window': {'hop_s': 0.25}}
     with pytest.raises(ValueError, match='no av_classifier section'):
-        bench.classifier_parameters({'other_node': {}}, tmp_path / 'p.yaml')
+        node_bench.classifier_parameters({'other_node': {}}, tmp_path / 'p.yaml')
 
 
 def test_shipped_params_files_have_a_classifier_section() -> None:
     import yaml
 
     from av_snn_ros.paths import config_dir
-    for name in (bench.NODE_PARAMS_FILE, 'replay.yaml'):
+    for name in (node_bench.NODE_PARAMS_FILE, 'replay.yaml'):
         path = config_dir() / name
-        params = bench.classifier_parameters(yaml.safe_load(path.read_text()), path)
+        params = node_bench.classifier_parameters(yaml.safe_load(path.read_text()), path)
         assert params['window']['hop_s'] > 0

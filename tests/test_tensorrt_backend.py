@@ -22,7 +22,7 @@ from av_snn_ros.backends.base import BackendUnavailable, create_backend
 from av_snn_ros.backends.engine_cache import read_metadata
 from av_snn_ros.backends.tensorrt_backend import DEFAULT_WORKSPACE_BYTES, TensorRTOptions
 from av_snn_ros.model_card import ModelCard
-from av_snn_ros.onnx_checks import DEFAULT_TOLERANCES, compare_runtimes
+from av_snn_ros.parity import DEFAULT_TOLERANCES, compare_runtimes
 from runtime_helpers import make_card, real_batch
 
 

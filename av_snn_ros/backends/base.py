@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..contract import as_outputs, input_shapes
 from ..model_card import ModelFileError
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,10 @@ class InferenceResult:
     logits: np.ndarray
     audio_logits: np.ndarray | None = None
     visual_logits: np.ndarray | None = None
+
+    def outputs(self) -> dict[str, np.ndarray]:
+        """Every contract output by name; a head the model does not have is zeros (as in the graph)."""
+        return as_outputs(self.logits, {'audio_logits': self.audio_logits, 'visual_logits': self.visual_logits})
 
 
 class InferenceBackend(abc.ABC):
@@ -179,9 +184,8 @@ def time_backends(backends: dict[str, InferenceBackend], pre_cfg, windows: int =
 
     Zeros cost what real windows cost: every kernel here is dense, whatever the spikes.
     """
-    from ..profiling import time_interleaved      # torch: only reached where torch already runs on CUDA
-    from .shapes import expected_shapes
-    a_shape, v_shape = expected_shapes(pre_cfg, 1)
+    from ..timing import time_interleaved
+    a_shape, v_shape = input_shapes(pre_cfg, 1)
     audio, visual = np.zeros(a_shape, np.float32), np.zeros(v_shape, np.float32)
     stats = time_interleaved({name: (lambda b=backend: b.infer(audio, visual)) for name, backend in backends.items()},
                              warmup=2, min_rounds=windows, max_rounds=windows, min_time_s=0.0)

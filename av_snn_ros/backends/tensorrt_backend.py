@@ -34,6 +34,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..contract import INPUT_NAMES, OUTPUT_NAMES, input_shapes, real_outputs
 from . import engine_cache
 from .base import BackendUnavailable, InferenceBackend, InferenceResult
 from .engine_cache import GPU_ONLY, CacheResult, EngineCache, EngineKey
@@ -222,7 +223,7 @@ def _network_flags(trt) -> int:
 def _onnx_hint(onnx_path: Path) -> str:
     """The ONNX hygiene errors/warnings, appended to a parse or build failure to explain it."""
     try:
-        from ..onnx_checks import check_onnx_for_tensorrt
+        from .onnx_graph import check_onnx_for_tensorrt
         report = check_onnx_for_tensorrt(onnx_path, fold=False)
     except Exception as exc:  # the hint must never mask the real failure
         return f' (ONNX check could not run: {exc})'
@@ -370,8 +371,6 @@ def build_engine_from_card(card, out_dir: str | Path | None = None, **options) -
 # inference
 # --------------------------------------------------------------------------------------------------
 
-_INPUT_ROLES = ('audio', 'visual')
-_OUTPUT_ROLES = ('logits', 'audio_logits', 'visual_logits')
 
 
 def _role_map(names: Sequence[str], roles: Sequence[str]) -> dict[str, str]:
@@ -425,8 +424,8 @@ class TensorRTBackend(InferenceBackend):
             dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(tname)))
             is_input = engine.get_tensor_mode(tname) == trt.TensorIOMode.INPUT
             (inputs if is_input else outputs)[tname] = (shape, dtype)
-        self._inputs = _role_map(list(inputs), _INPUT_ROLES)
-        self._outputs = _role_map(list(outputs), _OUTPUT_ROLES)
+        self._inputs = _role_map(list(inputs), INPUT_NAMES)
+        self._outputs = _role_map(list(outputs), OUTPUT_NAMES)
         if 'logits' not in self._outputs:
             raise BackendUnavailable(f'engine {engine_path} has no logits output (outputs: {list(outputs)})')
         self._engine_shapes = {role: inputs[name][0] for role, name in self._inputs.items()}
@@ -441,8 +440,7 @@ class TensorRTBackend(InferenceBackend):
             self._host_buffers[tname] = torch.empty(shape, dtype=tdtype, pin_memory=True)
             if not context.set_tensor_address(tname, dev.data_ptr()):
                 raise BackendUnavailable(f'TensorRT rejected the buffer for {tname}' + _recent_errors(logger))
-        heads = tuple(modality_heads) if modality_heads else ('audio', 'visual')
-        self._real_outputs = {'logits'} | {f'{m}_logits' for m in heads}
+        self._real_outputs = set(real_outputs(modality_heads or None))
         self.info.update({
             'backend': 'tensorrt', 'engine_path': str(engine_path), 'trt_version': str(trt.__version__),
             'gpu': device.name, 'compute_capability': device.compute_capability,
@@ -565,7 +563,6 @@ def _cache_info(result: CacheResult, key: EngineKey | None, onnx_path: Path | No
 
 def _apply_card_shapes(backend: TensorRTBackend, card) -> None:
     """Check the engine against the card's window shapes (time first) at the engine's static batch."""
-    from .shapes import expected_shapes
     pre = getattr(card, 'preprocessing', None)
     if pre is None:
         return
@@ -573,7 +570,7 @@ def _apply_card_shapes(backend: TensorRTBackend, card) -> None:
     batches = {shape[1] for shape in engine_shapes.values() if len(shape) > 1}
     if len(batches) != 1:
         raise BackendUnavailable(f'engine inputs {engine_shapes} are not (T, B, C, H, W) windows with one batch size')
-    audio, visual = expected_shapes(pre, batches.pop())
+    audio, visual = input_shapes(pre, batches.pop())
     backend.set_window_shapes({'audio': audio, 'visual': visual})
 
 

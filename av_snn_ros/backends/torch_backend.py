@@ -21,9 +21,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..contract import check_inputs
 from ..model_card import ModelCard, ModelFileError
 from .base import BackendUnavailable, InferenceBackend, InferenceResult
-from .shapes import check_inputs
 
 DEVICES = ('auto', 'cpu', 'cuda')     # auto: cuda when torch sees a GPU, else cpu
 #: input shapes with a captured graph at most (each holds its own memory pool); others run eagerly

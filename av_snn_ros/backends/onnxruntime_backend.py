@@ -4,18 +4,41 @@ It runs the card's hash-verified ONNX export (one whole window per call, T unrol
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
 from ..contract import INPUT_NAMES, check_inputs, feed, outputs_by_name
 from ..model_card import ModelCard, ModelFileError
-from .base import BackendUnavailable, InferenceBackend, InferenceResult
+from .base import BackendUnavailable, InferenceBackend, InferenceResult, check_threads, options_from_mapping
 
 PROVIDER = 'CPUExecutionProvider'
 #: onnxruntime's log severity for session creation: 3 = errors only (its warnings are not ours to show).
 _ORT_LOG_ERRORS_ONLY = 3
+
+
+@dataclass(frozen=True)
+class OnnxRuntimeOptions:
+    """The onnxruntime backend's options (the node's ``backend.*`` parameters of the same names)."""
+
+    #: intra-op CPU threads (None: onnxruntime's default)
+    threads: int | None = None
+    #: idle intra-op threads spin (fast on an idle machine) or sleep (kinder to shared cores)
+    allow_spinning: bool = True
+
+    def __post_init__(self) -> None:
+        check_threads(self.threads)
+
+    @classmethod
+    def from_options(cls, values: Mapping[str, Any]) -> 'OnnxRuntimeOptions':
+        """Validated options from a mapping of this backend's keys (None: unset)."""
+        return options_from_mapping(cls, values)
+
+
+#: the options class :func:`av_snn_ros.backends.base.create_backend` validates for this backend
+Options = OnnxRuntimeOptions
 
 
 def import_onnxruntime():
@@ -75,12 +98,12 @@ class OnnxRuntimeBackend(InferenceBackend):
 
     name = 'onnxruntime'
 
-    def __init__(self, card: ModelCard, threads: int | None = None) -> None:
+    def __init__(self, card: ModelCard, threads: int | None = None, allow_spinning: bool = True) -> None:
         super().__init__()
         import_onnxruntime()
         path = card.verified_onnx()                        # ModelFileError if missing / tampered
         try:
-            self.session = create_session(path, threads)
+            self.session = create_session(path, threads, allow_spinning=allow_spinning)
         except (BackendUnavailable, ValueError):
             raise
         except Exception as exc:   # onnxruntime raises its own pybind exception types
@@ -96,6 +119,7 @@ class OnnxRuntimeBackend(InferenceBackend):
         self._heads = set(card.modality_heads)
         self.info.update({'device': 'cpu', 'providers': self.session.get_providers(),
                           'threads': int(threads) if threads is not None else 'default', 'model_file': str(path),
+                          'allow_spinning': allow_spinning,
                           'precision': 'fp32'})
 
     def _run(self, audio: np.ndarray, visual: np.ndarray) -> list[np.ndarray]:
@@ -123,6 +147,7 @@ class OnnxRuntimeBackend(InferenceBackend):
         self.session = None
 
 
-def create(card: ModelCard, threads: int | None = None, **_options: Any) -> OnnxRuntimeBackend:
-    """Factory for :func:`av_snn_ros.backends.base.create_backend` (other backends' options are ignored)."""
-    return OnnxRuntimeBackend(card, threads=threads)
+def create(card: ModelCard, options: OnnxRuntimeOptions | None = None) -> OnnxRuntimeBackend:
+    """Factory for :func:`av_snn_ros.backends.base.create_backend`."""
+    options = options or OnnxRuntimeOptions()
+    return OnnxRuntimeBackend(card, threads=options.threads, allow_spinning=options.allow_spinning)

@@ -28,7 +28,7 @@ import contextlib
 import logging
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -96,7 +96,12 @@ class TensorRTOptions:
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> 'TensorRTOptions':
-        """Pick this backend's keys out of the shared backend options (others are ignored)."""
+        """Validated options; ROS's ``''`` and None mean "unset"; an unknown key raises ``ValueError``."""
+        valid = [f.name for f in fields(cls)]
+        unknown = sorted(set(options) - set(valid))
+        if unknown:
+            raise ValueError(f'unknown TensorRT option(s) {", ".join(unknown)}; valid: {", ".join(valid)}')
+
         def get(key: str, default: Any = None) -> Any:
             value = options.get(key)
             return default if value is None else value
@@ -574,9 +579,16 @@ def _apply_card_shapes(backend: TensorRTBackend, card) -> None:
     backend.set_window_shapes({'audio': audio, 'visual': visual})
 
 
-def create(card, **options) -> TensorRTBackend:
-    """Backend factory used by :func:`~av_snn_ros.backends.base.create_backend` (warmed up when returned)."""
-    opts = TensorRTOptions.from_options(options)     # a bad value is a config error: raised, never skipped
+#: the options class :func:`av_snn_ros.backends.base.create_backend` validates for this backend
+Options = TensorRTOptions
+
+
+def create(card, options: TensorRTOptions | None = None) -> TensorRTBackend:
+    """Backend factory used by :func:`~av_snn_ros.backends.base.create_backend` (warmed up when returned).
+
+    ``create_backend`` validates the options first: a bad value is a config error, raised, never skipped.
+    """
+    opts = options or TensorRTOptions()
     import_tensorrt()            # the two cheapest, most common reasons to fall back, checked first
     cuda_device()
     with _api_errors_as_unavailable():

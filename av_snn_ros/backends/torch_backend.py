@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from ..contract import check_inputs
 from ..model_card import ModelCard, ModelFileError
-from .base import BackendUnavailable, InferenceBackend, InferenceResult
+from .base import BackendUnavailable, InferenceBackend, InferenceResult, check_threads, options_from_mapping
 
 DEVICES = ('auto', 'cpu', 'cuda')     # auto: cuda when torch sees a GPU, else cpu
 #: input shapes with a captured graph at most (each holds its own memory pool); others run eagerly
@@ -32,6 +33,34 @@ MAX_CUDA_GRAPHS = 4
 CAPTURE_WARMUP_PASSES = 3
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TorchOptions:
+    """The torch backend's options (the node's ``backend.*`` parameters of the same names)."""
+
+    #: intra-op CPU threads, process-wide in torch (None: torch's default)
+    threads: int | None = None
+    #: auto (cuda when torch sees a GPU), cpu or cuda
+    device: str = 'auto'
+    #: on CUDA, replay each window from a captured CUDA graph
+    cuda_graph: bool = True
+    #: on the CPU, event-driven spiking convolutions and one-pass neurons compiled from C
+    native_kernels: bool = False
+
+    def __post_init__(self) -> None:
+        check_threads(self.threads)
+        if self.device not in DEVICES:
+            raise ValueError(f'torch device must be one of {", ".join(DEVICES)}, got {self.device!r}')
+
+    @classmethod
+    def from_options(cls, values: Mapping[str, Any]) -> 'TorchOptions':
+        """Validated options from a mapping of this backend's keys (None: unset)."""
+        return options_from_mapping(cls, values)
+
+
+#: the options class :func:`av_snn_ros.backends.base.create_backend` validates for this backend
+Options = TorchOptions
 
 
 class TorchBackend(InferenceBackend):
@@ -162,8 +191,8 @@ class TorchBackend(InferenceBackend):
             self._torch.cuda.empty_cache()
 
 
-def create(card: ModelCard, threads: int | None = None, device: str = 'auto', cuda_graph: bool = True,
-           native_kernels: bool = False, **_options: Any) -> TorchBackend:
-    """Factory for :func:`av_snn_ros.backends.base.create_backend` (other backends' options are ignored)."""
-    return TorchBackend(card, threads=threads, device=device, cuda_graph=cuda_graph,
-                        native_kernels=native_kernels)
+def create(card: ModelCard, options: TorchOptions | None = None) -> TorchBackend:
+    """Factory for :func:`av_snn_ros.backends.base.create_backend`."""
+    options = options or TorchOptions()
+    return TorchBackend(card, threads=options.threads, device=options.device, cuda_graph=options.cuda_graph,
+                        native_kernels=options.native_kernels)

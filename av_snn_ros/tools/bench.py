@@ -46,7 +46,6 @@ _TORCH_PRELOADED = 'torch' in sys.modules
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
 from . import node_bench, profiling  # noqa: E402  (after the OpenMP policy)
-from ..contract import OUTPUT_NAMES  # noqa: E402
 from ..parity import agreement  # noqa: E402
 from ..timing import time_interleaved  # noqa: E402
 
@@ -239,25 +238,54 @@ def _backend_path(name: str, backend, target: Target, build_s: float, reference:
     return InferencePath(name, run, build_s, {'backend': backend.name, **info})
 
 
+#: each backend path the bench times: path name -> (backend, its options beyond the bench's thread
+#: budget), validated by the backend's own options class; eager torch is the FAST backend's model run
+#: with the training-time computations
+BACKEND_PATHS: dict[str, tuple[str, dict[str, Any]]] = {
+    FAST: ('torch', {'device': 'cpu'}),                              # what the node runs on a CPU
+    NATIVE: ('torch', {'device': 'cpu', 'native_kernels': True}),
+    ORT: ('onnxruntime', {}),
+    ORT_NOSPIN: ('onnxruntime', {'allow_spinning': False}),
+    TORCH_CUDA: ('torch', {'device': 'cuda', 'cuda_graph': True}),
+    TORCH_CUDA_EAGER: ('torch', {'device': 'cuda', 'cuda_graph': False}),
+    TENSORRT: ('tensorrt', {}),
+}
+
+
+def path_options(path: str, threads: int) -> tuple[str, dict[str, Any]]:
+    """``(backend, options)`` of bench path ``path``: its options plus the CPU thread budget where the
+    backend takes one (a GPU path keeps the CPU paths' thread setting, as before)."""
+    from ..backends.base import option_names
+    backend, options = BACKEND_PATHS[path]
+    if path not in GPU_PATHS and 'threads' in option_names()[backend]:
+        options = {**options, 'threads': threads}
+    return backend, options
+
+
+def _build(path: str, target: Target, threads: int):
+    """The backend of bench path ``path`` for the target's card, and the seconds it took to build."""
+    from ..backends.base import create_backend
+    t0 = time.perf_counter()
+    backend, options = path_options(path, threads)
+    built = create_backend(backend, target.card, **options).backend
+    return built, time.perf_counter() - t0
+
+
 def build_paths(target: Target, threads: int, compile_torch: bool,
                 cuda: bool = False) -> tuple[dict[str, InferencePath], dict[str, str]]:
     """Eager torch, the torch fast paths, optionally ``torch.compile``, onnxruntime and (``cuda``) the GPU
     backends; skipped ones with reasons."""
     import torch
     from ..backends.base import BackendUnavailable
-    from ..backends.torch_backend import TorchBackend
     paths: dict[str, InferencePath] = {}
     skipped: dict[str, str] = {}
-    t0 = time.perf_counter()
-    torch_backend = TorchBackend(target.card, threads=threads, device='cpu')   # what the node runs on a CPU
-    build_s = time.perf_counter() - t0
+    torch_backend, build_s = _build(FAST, target, threads)
     paths[EAGER] = _backend_path(EAGER, torch_backend, target, build_s, reference=True)
     paths[FAST] = _backend_path(FAST, torch_backend, target, build_s)
     model = torch_backend.model
-    t0 = time.perf_counter()
     try:      # compiles the C kernels on first use (seconds, then cached)
-        native = TorchBackend(target.card, threads=threads, device='cpu', native_kernels=True)
-        paths[NATIVE] = _backend_path(NATIVE, native, target, time.perf_counter() - t0)
+        native, build_s = _build(NATIVE, target, threads)
+        paths[NATIVE] = _backend_path(NATIVE, native, target, build_s)
     except BackendUnavailable as exc:   # no C compiler: reported, the rest still runs (a kernel bug is not)
         skipped[NATIVE] = ' '.join(f'{type(exc).__name__}: {exc}'.split())[:400]
     if compile_torch:
@@ -273,17 +301,17 @@ def build_paths(target: Target, threads: int, compile_torch: bool,
             skipped[COMPILED] = f'{type(exc).__name__}: {exc}'.splitlines()[0]
     else:
         skipped[COMPILED] = 'not requested (--compile)'
-    t0 = time.perf_counter()
-    try:
-        from ..backends.onnxruntime_backend import create as create_ort
-        paths[ORT] = _backend_path(ORT, create_ort(target.card, threads=threads), target, 0.0)
-        paths[ORT].build_s = time.perf_counter() - t0
-    except Exception as exc:   # BackendUnavailable, ModelFileError: reported, the rest still runs
-        skipped[ORT] = f'{type(exc).__name__}: {exc}'
-    if ORT in paths and threads > 1:
-        paths[ORT_NOSPIN] = _ort_nospin_path(target, threads)
-    elif ORT in paths:
-        skipped[ORT_NOSPIN] = 'one intra-op thread: nothing spins'
+    for name in (ORT, ORT_NOSPIN):
+        if name == ORT_NOSPIN and ORT in paths and threads == 1:
+            skipped[ORT_NOSPIN] = 'one intra-op thread: nothing spins'
+            continue
+        if name == ORT_NOSPIN and ORT not in paths:
+            continue
+        try:
+            backend, build_s = _build(name, target, threads)
+            paths[name] = _backend_path(name, backend, target, build_s)
+        except Exception as exc:   # BackendUnavailable, ModelFileError: reported, the rest still runs
+            skipped[name] = f'{type(exc).__name__}: {exc}'
     if cuda:
         paths.update(_gpu_paths(target, skipped))
     else:
@@ -299,38 +327,19 @@ def _gpu_paths(target: Target, skipped: dict[str, str]) -> dict[str, InferencePa
     as in the node. A backend that cannot be built is reported as skipped with its reason.
     """
     from ..backends.base import BackendUnavailable
-    from ..backends.torch_backend import TorchBackend
     from ..model_card import ModelFileError
     paths: dict[str, InferencePath] = {}
-    for name, graph in ((TORCH_CUDA, True), (TORCH_CUDA_EAGER, False)):
+    for name in (TORCH_CUDA, TORCH_CUDA_EAGER):
         t0 = time.perf_counter()
-        backend = TorchBackend(target.card, device='cuda', cuda_graph=graph)   # threads: the CPU paths' stay
+        backend, _ = _build(name, target, threads=1)
         backend.warmup(target.audio, target.visual)          # the graph is captured on the first call
         paths[name] = _backend_path(name, backend, target, time.perf_counter() - t0)
-    t0 = time.perf_counter()
     try:
-        from ..backends.tensorrt_backend import create as create_trt
-        trt = create_trt(target.card)        # builds or reuses the cached engine, then warms up
-        paths[TENSORRT] = _backend_path(TENSORRT, trt, target, time.perf_counter() - t0)
+        backend, build_s = _build(TENSORRT, target, threads=1)   # builds or reuses the cached engine, warms up
+        paths[TENSORRT] = _backend_path(TENSORRT, backend, target, build_s)
     except (BackendUnavailable, ModelFileError) as exc:
         skipped[TENSORRT] = f'{type(exc).__name__}: {exc}'
     return paths
-
-
-def _ort_nospin_path(target: Target, threads: int) -> InferencePath:
-    """onnxruntime with ``session.intra_op.allow_spinning = 0``.
-
-    Spinning worker threads win on an idle machine and lose badly when the cores are shared (a robot
-    computer runs drivers too); timing both shows which one this machine wants.
-    """
-    from ..backends.onnxruntime_backend import create_session, run_session
-    t0 = time.perf_counter()
-    session = create_session(target.card.verified_onnx(), threads, allow_spinning=False)
-
-    def run() -> tuple[np.ndarray, ...]:
-        return tuple(run_session(session, target.audio, target.visual)[name] for name in OUTPUT_NAMES)
-    return InferencePath(ORT_NOSPIN, run, time.perf_counter() - t0,
-                         {'backend': 'onnxruntime session (bench)', 'threads': threads, 'allow_spinning': 0})
 
 
 # --------------------------------------------------------------------------------------------- bench

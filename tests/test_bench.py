@@ -6,6 +6,7 @@ report has its keys and internally consistent values, and that the helpers compu
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -15,7 +16,7 @@ import pytest
 import torch
 
 from av_snn_ros import parity, timing
-from av_snn_ros.tools import bench, node_bench, profiling
+from av_snn_ros.tools import bench, cpu_identity, node_bench, profiling
 from av_snn_ros.models import native_kernels
 
 
@@ -36,6 +37,9 @@ def test_bench_writes_the_report(tmp_path, data_root, capsys) -> None:
     report = json.loads(args.json.read_text())
     for key in ('machine', 'gemm', 'gemm_end', 'gemm_peak_gflops', 'models', 'settings', 'targets'):
         assert key in report
+    cpu = report['machine']['cpu']            # every report says which CPU its numbers come from
+    assert cpu['model_name'] and cpu['logical_cpus'] >= 1 and isinstance(cpu['flags'], list)
+    assert len(report['machine']['loadavg_1_5_15']) == 3 and 'loadavg_end' in report['machine']
     assert report['gemm']['best_gflops'] > 0 and report['gemm']['size'] == profiling.GEMM_SIZE
     (m,) = report['models']
     assert m['model'] == 'misnet_tiny' and m['input']['kind'] == 'real'
@@ -200,3 +204,54 @@ def test_shipped_params_files_have_a_classifier_section() -> None:
         path = config_dir() / name
         params = node_bench.classifier_parameters(yaml.safe_load(path.read_text()), path)
         assert params['window']['hop_s'] > 0
+
+
+# ------------------------------------------------------------------------------ reference by CPU
+
+def _cpuinfo(tmp_path, model_name: str, vendor: str, model: int, flags: str) -> object:
+    text = ''.join(f'processor\t: {i}\nvendor_id\t: {vendor}\ncpu family\t: {6 if vendor == "GenuineIntel" else 25}\n'
+                   f'model\t\t: {model}\nmodel name\t: {model_name}\nflags\t\t: fpu sse4_2 avx avx2 {flags}\n\n'
+                   for i in range(2))
+    path = tmp_path / f'cpuinfo_{model}'
+    path.write_text(text)
+    return path
+
+
+XEON_FLAGS = 'avx512f avx512_bf16 amx_tile amx_bf16 amx_int8'
+
+
+def test_reference_lookup_takes_only_the_row_of_this_cpu(tmp_path) -> None:
+    rows = cpu_identity.load_reference_timings()['rows']
+    xeon = cpu_identity.cpu_identity(_cpuinfo(tmp_path, 'Intel(R) Xeon(R) Processor', 'GenuineIntel', 167, XEON_FLAGS),
+                                     logical_cpus=2)
+    assert xeon.family == 6 and xeon.model == 167 and 'amx_int8' in xeon.flags and 'fpu' not in xeon.flags
+    assert cpu_identity.reference_for(xeon, rows)['p50_ms_batch1'] == [79, 80]
+    epyc = cpu_identity.cpu_identity(_cpuinfo(tmp_path, 'AMD EPYC 7B13', 'AuthenticAMD', 1, ''), logical_cpus=2)
+    assert cpu_identity.reference_for(epyc, rows)['p50_ms_batch1'] == [159, 166]
+    # another model number, more CPUs, an AVX-512 EPYC: no row is theirs
+    other = cpu_identity.cpu_identity(_cpuinfo(tmp_path, 'Intel(R) Xeon(R) Processor', 'GenuineIntel', 207, XEON_FLAGS),
+                                      logical_cpus=2)
+    assert cpu_identity.reference_for(other, rows) is None
+    assert cpu_identity.reference_for(dataclasses.replace(xeon, logical_cpus=4), rows) is None
+    assert cpu_identity.reference_for(dataclasses.replace(epyc, flags=('avx512f',)), rows) is None
+
+
+def test_no_ratio_without_a_reference_measured_on_this_cpu(tmp_path) -> None:
+    shape = (4, 1, 1, 128, 128)
+    foreign = cpu_identity.cpu_identity(_cpuinfo(tmp_path, 'Intel(R) Xeon(R) Processor', 'GenuineIntel', 207,
+                                                 XEON_FLAGS), logical_cpus=2)
+    r = bench.reference_comparison('scmrl', shape, 2, 40.0, identity=foreign)
+    assert r['speedup_vs_reference'] is None and r['target_met'] is None and r['reference_row'] is None
+    text = bench._reference_text(r)
+    assert text.startswith('no reference measured on this CPU') and 'model 207' in text and 'x the reference' not in text
+    home = cpu_identity.cpu_identity(_cpuinfo(tmp_path, 'Intel(R) Xeon(R) Processor', 'GenuineIntel', 167,
+                                              XEON_FLAGS), logical_cpus=2)
+    r = bench.reference_comparison('scmrl', shape, 2, 40.0, identity=home)
+    assert r['speedup_vs_reference'] == pytest.approx(79 / 40) and r['speedup_range'][1] == pytest.approx(80 / 40)
+    assert r['comparable'] and r['target_met'] is False
+    assert '1.98x the reference (79-80 ms/sample measured on this CPU kind' in bench._reference_text(r)
+    r['gemm_check'] = bench.gemm_check(90.0, r['reference_row'])          # a loaded run: said beside the ratio
+    assert not r['gemm_check']['consistent'] and 'WARNING: GEMM 90 GFLOP/s' in bench._reference_text(r)
+    assert bench.gemm_check(350.0, r['reference_row'])['consistent']
+    # the reference's thread budget is part of the comparison
+    assert not bench.reference_comparison('scmrl', shape, 4, 40.0, identity=home)['comparable']

@@ -48,6 +48,8 @@ os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 from . import node_bench, profiling  # noqa: E402  (after the OpenMP policy)
 from ..parity import agreement  # noqa: E402
 from ..timing import time_interleaved  # noqa: E402
+from .cpu_identity import (NO_REFERENCE, CpuIdentity, cpu_identity, load_reference_timings,  # noqa: E402
+                           reference_for)
 
 DEFAULT_MODELS = ('misnet_xs',)
 DEFAULT_INPUT_SIZE = 128
@@ -61,8 +63,6 @@ PROFILE_ITERATIONS, QUICK_PROFILE_ITERATIONS = 3, 1
 GEMM_REPEATS, QUICK_GEMM_REPEATS = 10, 3    # products per GEMM measurement (the best one counts)
 CALIBRATION_PASSES = 3           # BN statistics passes for an untrained registry model
 CALIBRATION_NOISE = 0.1          # std of the noise added to the bench input for those passes
-#: S-CMRL's reference implementation, E=256, T=4, 128x128, batch 1, 2 cores (notes/s-cmrl-architecture.md)
-SCMRL_REFERENCE_MS = 160.0
 SCMRL_FAMILY = 'scmrl'
 SPEEDUP_TARGET = 3.0             # optimised backend vs eager torch; S-CMRL vs its reference
 NODE_FALLBACK_MODEL = 'misnet_tiny'   # the default model's architecture, when no card is shipped yet
@@ -99,10 +99,11 @@ class Target:
 def machine_info() -> dict:
     """CPU, cores, load and library versions: the context every number in the report needs."""
     import torch
+    cpu = cpu_identity()
     info: dict[str, Any] = {
         'platform': platform.platform(), 'python': platform.python_version(), 'torch': torch.__version__,
         'cpu_count_logical': os.cpu_count(), 'torch_threads': torch.get_num_threads(),
-        'cpu_model': _cpu_model(), 'loadavg_1_5_15': list(os.getloadavg()),
+        'cpu': cpu.as_dict(), 'cpu_model': cpu.model_name, 'loadavg_1_5_15': list(os.getloadavg()),
     }
     try:
         import onnxruntime
@@ -120,16 +121,6 @@ def machine_info() -> dict:
         info['gpu'] = {'name': props.name, 'compute_capability': f'{props.major}.{props.minor}',
                        'memory_gb': round(props.total_memory / 2 ** 30, 1), 'cuda': torch.version.cuda}
     return info
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'):
-                return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or 'unknown'
 
 
 # ------------------------------------------------------------------------------------------ targets
@@ -392,21 +383,43 @@ def bench_target(target: Target, threads: int, compile_torch: bool, quick: bool,
         section['gpu_best_path'] = gpu_best
         section['gpu_best_speedup_vs_eager'] = gpu[gpu_best]['speedup_vs_eager_p50']
     if target.card.model.startswith(SCMRL_FAMILY) and best is not None:
-        # the reference's 160 ms is for E=256, T=4, 128x128, batch 1; other geometries are not comparable
-        comparable = (target.card.model == SCMRL_FAMILY and target.audio.shape[:2] == (4, 1)
-                      and tuple(target.audio.shape[-2:]) == (128, 128))
         fastest = min(e['per_sample_p50_ms'] for n, e in section['paths'].items() if n not in GPU_PATHS)
-        section['scmrl_reference'] = {
-            'reference_ms_per_sample': SCMRL_REFERENCE_MS, 'ours_best_ms_per_sample': fastest,
-            'speedup_vs_reference': SCMRL_REFERENCE_MS / fastest,
-            'comparable': comparable,
-            'target_met': SCMRL_REFERENCE_MS / fastest >= SPEEDUP_TARGET if comparable else None}
+        section['scmrl_reference'] = reference_comparison(target.card.model, target.audio.shape, threads, fastest)
     iterations = QUICK_PROFILE_ITERATIONS if quick else PROFILE_ITERATIONS
     # where the time goes in the fastest torch path (the reference's profile is in docs/performance.md)
     section['profiled_path'] = FAST
     section['stage_profile_ms'] = profiling.stage_profile(model, eager_model_inputs, iterations=iterations)
     section['top_ops'] = profiling.op_profile(paths[FAST].run)
     return section
+
+
+def reference_comparison(model: str, audio_shape: tuple[int, ...], threads: int, ours_ms: float,
+                         identity: CpuIdentity | None = None, table: dict | None = None) -> dict[str, Any]:
+    """Our fastest CPU time per sample against the S-CMRL reference measured on *this* CPU.
+
+    The reference row comes from ``reference_timings.yaml`` by CPU identity; with no row for this CPU
+    there is no ratio (``speedup_vs_reference`` None, ``no_reference`` says so). A ratio needs the
+    reference's geometry and thread count too (``comparable``). The ratio divides the row's lower bound
+    (the conservative one); ``speedup_range`` spans the row.
+    """
+    identity = identity or cpu_identity()
+    table = table or load_reference_timings()
+    ref = table['reference']
+    row = reference_for(identity, table['rows'])
+    comparable = (model == ref['model'] and tuple(audio_shape[:2]) == (ref['timesteps'], ref['batch'])
+                  and list(audio_shape[-2:]) == list(ref['input_size']) and threads == ref['threads'])
+    out: dict[str, Any] = {
+        'reference': ref, 'cpu': identity.as_dict(), 'ours_best_ms_per_sample': ours_ms, 'comparable': comparable,
+        'reference_row': row, 'reference_ms_per_sample': None, 'speedup_vs_reference': None,
+        'speedup_range': None, 'target_met': None}
+    if row is None:
+        out['no_reference'] = NO_REFERENCE
+        return out
+    low, high = row['p50_ms_batch1']
+    out.update({'reference_ms_per_sample': [low, high], 'speedup_vs_reference': low / ours_ms,
+                'speedup_range': [low / ours_ms, high / ours_ms],
+                'target_met': low / ours_ms >= SPEEDUP_TARGET if comparable else None})
+    return out
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -518,8 +531,26 @@ def run(args: argparse.Namespace) -> dict:
             # the peak is the CPU's: a GPU path's fraction of it would mean nothing
             cpu = name not in GPU_PATHS
             entry['fraction_of_gemm_peak'] = entry['achieved_gflops'] / peak if entry['achieved_gflops'] and cpu else None
+    for m in models:
+        ref = m.get('scmrl_reference') or {}
+        if ref.get('reference_row'):
+            ref['gemm_check'] = gemm_check(peak, ref['reference_row'])
     report['machine']['loadavg_end'] = list(os.getloadavg())
     return report
+
+
+#: a run whose GEMM peak lies outside [1/f, f] x the reference row's GEMM is flagged: the machine is
+#: loaded, throttled or not the kind the row was measured on, and the ratio is not to be trusted
+GEMM_MISMATCH_FACTOR = 1.5
+
+
+def gemm_check(peak_gflops: float, row: dict) -> dict[str, Any]:
+    """This run's GEMM peak against the one recorded with the reference row (same CPU kind)."""
+    low, high = row['fp32_gemm_gflops']
+    ok = low / GEMM_MISMATCH_FACTOR <= peak_gflops <= high * GEMM_MISMATCH_FACTOR
+    return {'this_run_gflops': peak_gflops, 'reference_row_gflops': [low, high], 'consistent': ok,
+            'note': None if ok else (f'GEMM {peak_gflops:.0f} GFLOP/s here vs {low:g}-{high:g} when the reference was '
+                                     'measured: loaded machine or another CPU kind; the ratio is not comparable')}
 
 
 def _node_section(args: argparse.Namespace, data_root: Path | None, workdir: Path, models: list[dict]) -> dict:
@@ -552,7 +583,10 @@ def _node_section(args: argparse.Namespace, data_root: Path | None, workdir: Pat
 def summary(report: dict) -> str:
     """A short text table of the report for the terminal."""
     g = report['gemm']
-    lines = [f'GEMM fp32 {g["size"]}^3, {g["threads"]} threads: best {report["gemm_peak_gflops"]:.1f} GFLOP/s '
+    cpu = report['machine']['cpu']
+    lines = [f'CPU {cpu["model_name"]} (vendor {cpu["vendor"]}, family {cpu["family"]} model {cpu["model"]}, '
+             f'{cpu["logical_cpus"]} usable CPUs; {" ".join(cpu["flags"])})',
+             f'GEMM fp32 {g["size"]}^3, {g["threads"]} threads: best {report["gemm_peak_gflops"]:.1f} GFLOP/s '
              f'over the run (first median {g["median_gflops"]:.1f}); load avg '
              f'{report["machine"]["loadavg_1_5_15"][0]:.2f} at start, {report["machine"]["loadavg_end"][0]:.2f} at end']
     for m in report['models']:
@@ -570,15 +604,25 @@ def summary(report: dict) -> str:
             lines.append(f'  {name:<20}skipped: {why}')
         lines += [f'  note: {note}' for note in m['notes']]
         if 'scmrl_reference' in m:
-            r = m['scmrl_reference']
-            lines.append(f'  vs S-CMRL reference {r["reference_ms_per_sample"]:.0f} ms/sample: '
-                         f'{r["speedup_vs_reference"]:.2f}x')
+            lines.append('  vs the S-CMRL reference: ' + _reference_text(m['scmrl_reference']))
     for name, why in report.get('skipped', {}).items():
         lines.append(f'{name}: skipped: {why}')
     if report.get('node'):
         lines.append(node_bench.node_summary(report['node']))
     lines += target_lines(report)
     return '\n'.join(lines)
+
+
+def _reference_text(r: dict) -> str:
+    """``2.10x the reference (79-80 ms/sample on this CPU)`` or the no-reference message, naming the CPU."""
+    cpu = r['cpu']
+    where = f'{cpu["model_name"]}, family {cpu["family"]} model {cpu["model"]}, {cpu["logical_cpus"]} CPUs'
+    if r['speedup_vs_reference'] is None:
+        return f'{r.get("no_reference", NO_REFERENCE)} ({where})'
+    low, high = r['reference_ms_per_sample']
+    gemm_note = (r.get('gemm_check') or {}).get('note')
+    return (f'{r["speedup_vs_reference"]:.2f}x the reference ({low:g}-{high:g} ms/sample measured on this CPU '
+            f'kind, {r["reference_row"]["date"]}; {where})' + (f' WARNING: {gemm_note}' if gemm_note else ''))
 
 
 def target_lines(report: dict) -> list[str]:
@@ -595,9 +639,10 @@ def target_lines(report: dict) -> list[str]:
                          'eager torch on the CPU (beside the target, which is the CPU\'s)')
         if 'scmrl_reference' in m:
             r = m['scmrl_reference']
-            lines.append(f'  {m["label"]}: {r["speedup_vs_reference"]:.2f}x the reference implementation '
-                         f'(>= {SPEEDUP_TARGET:g}x): ' + (verdict(r['target_met']) if r['comparable'] else
-                                                           'not comparable (the reference is E=256, T=4, 128x128)'))
+            verdict_text = (verdict(r['target_met']) if r['target_met'] is not None else
+                            'not comparable (the reference is E=256, T=4, 128x128, 2 threads)' if r['speedup_vs_reference']
+                            else 'not measurable here')
+            lines.append(f'  {m["label"]}: {_reference_text(r)} (>= {SPEEDUP_TARGET:g}x): {verdict_text}')
     node = report.get('node') or {}
     for key, text in (('no_dropped_windows', 'node: no dropped windows at real time'),
                       ('p99_within_inference_plus_10ms', 'node: end-to-end p99 <= inference p99 + 10 ms')):

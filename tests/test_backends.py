@@ -223,3 +223,23 @@ def test_onnxruntime_spinning_option_reaches_the_session(card):
     assert backend.info['allow_spinning'] is False and backend.info['threads'] == 2
     config = backend.session.get_session_options().get_session_config_entry('session.intra_op.allow_spinning')
     assert config == '0'
+
+
+def test_node_backend_parameters_are_the_backends_options():
+    """The node's backend.* parameters are generated from the options dataclasses: same names, defaults
+    (None shown as its 'unset' value) and validation, so adding an option to a backend adds the parameter."""
+    import dataclasses
+
+    from av_snn_ros.ros.params import param_specs, read_settings
+    specs = {s.name: s for s in param_specs() if s.name.startswith('backend.') and s.name != 'backend.name'}
+    exposed = {}
+    for name in ('torch', 'onnxruntime', 'tensorrt'):
+        for f in dataclasses.fields(base.options_class(name)):
+            if f.metadata.get('parameter'):
+                exposed[f'backend.{f.name}'] = f.metadata['unset'] if f.default is None else f.default
+    assert {name: spec.default for name, spec in specs.items()} == exposed
+    assert specs['backend.device'].choices == ('auto', 'cpu', 'cuda')
+    # unset values stay out of the options; everything the node passes is accepted by create_backend
+    options = read_settings({'model.card': 'card.yaml', 'backend.threads': 0, 'backend.allow_spinning': False}).backend.options
+    assert 'threads' not in options and 'model_file_path' not in options and options['allow_spinning'] is False
+    assert base.parse_options(options)['onnxruntime'].allow_spinning is False

@@ -117,6 +117,60 @@ def parse_options(options: Mapping[str, Any]) -> dict[str, Any]:
             for name, keys in names.items()}
 
 
+#: the most CPU threads a backend option accepts (a descriptor range for the node's parameter)
+MAX_THREADS = 256
+
+
+def option(default: Any, help: str, *, unset: Any = None, range: tuple[float, float] | None = None,
+           choices: tuple[str, ...] | None = None, parameter: bool = True) -> Any:
+    """A backend option field: its default plus what the node's parameter descriptor needs.
+
+    ``unset``: the parameter value that means "not set" where the option's default is None (ROS
+    parameters cannot be None: ``0`` threads, ``''`` paths). ``parameter=False`` keeps an option out of
+    the node's parameters (library-only).
+    """
+    return dataclasses.field(default=default, metadata={'help': help, 'unset': unset, 'range': range,
+                                                        'choices': choices, 'parameter': parameter})
+
+
+@dataclass(frozen=True)
+class BackendParameter:
+    """One backend option as a node parameter (``backend.<name>``), derived from the options dataclasses."""
+
+    name: str
+    default: Any            # the parameter's default: the option's, or ``unset`` when that is None
+    unset: Any              # the parameter value that leaves the option unset (None: every value is set)
+    description: str
+    range: tuple[float, float] | None
+    choices: tuple[str, ...] | None
+    backends: tuple[str, ...]
+
+
+def backend_parameters() -> tuple[BackendParameter, ...]:
+    """Every backend option exposed as a node parameter, in backend order; an option several backends
+    share (``threads``) appears once, with the first backend's description and the list of backends."""
+    found: dict[str, BackendParameter] = {}
+    for backend in _BACKEND_MODULES:
+        for f in dataclasses.fields(options_class(backend)):
+            meta = f.metadata
+            if not meta.get('parameter', False):
+                continue
+            if f.name in found:
+                found[f.name] = dataclasses.replace(found[f.name], backends=found[f.name].backends + (backend,))
+                continue
+            default = meta['unset'] if f.default is None else f.default
+            found[f.name] = BackendParameter(f.name, default, meta['unset'], meta['help'], meta['range'],
+                                             meta['choices'], (backend,))
+    return tuple(found.values())
+
+
+def options_from_parameters(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Backend options from node parameter values (``name`` without the ``backend.`` prefix); a value
+    equal to its parameter's ``unset`` is left out, so the backend uses its own default."""
+    return {p.name: values[p.name] for p in backend_parameters()
+            if p.name in values and (p.unset is None or values[p.name] != p.unset)}
+
+
 def options_from_mapping(cls: type, values: Mapping[str, Any]) -> Any:
     """Strictly build options dataclass ``cls`` (unknown key or wrong type: ``ValueError``); None = unset."""
     from ..config import from_dict

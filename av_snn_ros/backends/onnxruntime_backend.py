@@ -12,7 +12,8 @@ import numpy as np
 
 from ..contract import INPUT_NAMES, check_inputs, feed, outputs_by_name
 from ..model_card import ModelCard, ModelFileError
-from .base import BackendUnavailable, InferenceBackend, InferenceResult, check_threads, options_from_mapping
+from .base import (MAX_THREADS, BackendUnavailable, InferenceBackend, InferenceResult, check_threads, option,
+                   options_from_mapping)
 
 PROVIDER = 'CPUExecutionProvider'
 #: onnxruntime's log severity for session creation: 3 = errors only (its warnings are not ours to show).
@@ -23,10 +24,10 @@ _ORT_LOG_ERRORS_ONLY = 3
 class OnnxRuntimeOptions:
     """The onnxruntime backend's options (the node's ``backend.*`` parameters of the same names)."""
 
-    #: intra-op CPU threads (None: onnxruntime's default)
-    threads: int | None = None
-    #: idle intra-op threads spin (fast on an idle machine) or sleep (kinder to shared cores)
-    allow_spinning: bool = True
+    threads: int | None = option(None, 'CPU threads for torch / onnxruntime (0: library default).', unset=0,
+                                 range=(0, MAX_THREADS))
+    allow_spinning: bool = option(True, 'onnxruntime: idle intra-op threads spin (fastest on idle cores) '
+                                  'instead of sleeping (kinder to cores shared with drivers).')
 
     def __post_init__(self) -> None:
         check_threads(self.threads)
@@ -69,9 +70,8 @@ def create_session(path: str | Path, threads: int | None = None, *, allow_spinni
     options.log_severity_level = _ORT_LOG_ERRORS_ONLY
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.inter_op_num_threads = 1
+    check_threads(threads)
     if threads is not None:
-        if int(threads) < 1:
-            raise ValueError(f'threads must be >= 1, got {threads}')
         options.intra_op_num_threads = int(threads)
     if not allow_spinning:
         options.add_session_config_entry('session.intra_op.allow_spinning', '0')

@@ -36,14 +36,15 @@ import numpy as np
 
 from ..contract import INPUT_NAMES, OUTPUT_NAMES, input_shapes, real_outputs
 from . import engine_cache
-from .base import BackendUnavailable, InferenceBackend, InferenceResult
+from .base import BackendUnavailable, InferenceBackend, InferenceResult, option
 from .engine_cache import GPU_ONLY, CacheResult, EngineCache, EngineKey
 
 log = logging.getLogger(__name__)
 
-#: builder workspace cap (a limit, not an allocation): ample for the small window models here, small
-#: enough for an 8 GB Jetson that shares its memory between CPU and GPU
-DEFAULT_WORKSPACE_BYTES = 256 << 20
+#: builder workspace cap (a limit, not an allocation): Isaac ROS's default, ample for the small window
+#: models here and small enough for an 8 GB Jetson that shares its memory between CPU and GPU. One value
+#: for the node and ``av-snn export --engine``: the workspace is part of the engine cache key.
+DEFAULT_WORKSPACE_BYTES = 64 << 20
 DEFAULT_WARMUP_ITERATIONS = 2
 #: kept TensorRT error messages, appended to exceptions so a failure names its cause
 _MAX_LOGGED_ERRORS = 20
@@ -81,14 +82,17 @@ def _opt_int(name: str, value: Any, minimum: int) -> int:
 class TensorRTOptions:
     """Validated TensorRT backend options (see the module docstring)."""
 
-    model_file_path: Path | None = None
-    engine_file_path: Path | None = None
-    force_engine_update: bool = False
-    enable_fp16: bool = True
-    max_workspace_size: int = DEFAULT_WORKSPACE_BYTES
-    dla_core: int = GPU_ONLY
-    engine_cache_dir: Path | None = None
-    warmup_iterations: int = DEFAULT_WARMUP_ITERATIONS
+    model_file_path: Path | None = option(None, "TensorRT: ONNX file to build the engine from (empty: the "
+                                          "card's ONNX).", unset='')
+    engine_file_path: Path | None = option(None, 'TensorRT: engine file to load or write (empty: the '
+                                           'content-addressed engine cache).', unset='')
+    force_engine_update: bool = option(False, 'TensorRT: rebuild the engine even if a valid one is cached.')
+    enable_fp16: bool = option(True, 'TensorRT: allow FP16 kernels.')
+    max_workspace_size: int = option(DEFAULT_WORKSPACE_BYTES, 'TensorRT: builder workspace limit in bytes.',
+                                     range=(1 << 20, 1 << 40))
+    dla_core: int = option(GPU_ONLY, 'TensorRT: DLA core to run on (-1: GPU).', range=(GPU_ONLY, 7))
+    engine_cache_dir: Path | None = option(None, 'engine cache folder override', parameter=False)
+    warmup_iterations: int = option(DEFAULT_WARMUP_ITERATIONS, 'warm-up passes before use', parameter=False)
 
     @property
     def precision(self) -> str:

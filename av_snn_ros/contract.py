@@ -64,7 +64,8 @@ def check_inputs(audio: np.ndarray, visual: np.ndarray,
     want_a, want_v = input_shapes(cfg, audio.shape[BATCH_AXIS])
     if audio.shape != want_a or visual.shape != want_v:
         raise ValueError(f'input shapes audio {audio.shape}, visual {visual.shape} do not match the model '
-                         f'card: expected audio {want_a}, visual {want_v}')
+                         f'card: expected audio {want_a} ({INPUT_LAYOUTS["audio"]}), visual {want_v} '
+                         f'({INPUT_LAYOUTS["visual"]})')
     return audio, visual
 
 

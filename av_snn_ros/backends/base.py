@@ -19,6 +19,7 @@ import numpy as np
 
 from ..contract import as_outputs, input_shapes
 from ..model_card import ModelFileError
+from ..timing import time_interleaved
 
 log = logging.getLogger(__name__)
 
@@ -280,7 +281,6 @@ def time_backends(backends: dict[str, InferenceBackend], pre_cfg, windows: int =
 
     Zeros cost what real windows cost: every kernel here is dense, whatever the spikes.
     """
-    from ..timing import time_interleaved
     a_shape, v_shape = input_shapes(pre_cfg, 1)
     audio, visual = np.zeros(a_shape, np.float32), np.zeros(v_shape, np.float32)
     stats = time_interleaved({name: (lambda b=backend: b.infer(audio, visual)) for name, backend in backends.items()},

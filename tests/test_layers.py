@@ -222,3 +222,13 @@ def test_a_lazy_training_import_in_the_core_is_found(tmp_path):
     })
     assert forbidden_imports(tmp_path) == {'av_snn_ros.backends.base': ['av_snn_ros.tools.profiling'],
                                            'av_snn_ros.bag': ['av_snn_training.data.av_digits']}
+
+
+def test_every_cli_subcommand_module_exists_and_has_the_cli_interface():
+    """``av-snn`` dispatches by module path: a moved module must be moved in cli.SUBCOMMANDS too."""
+    import importlib
+
+    from av_snn_ros.cli import SUBCOMMANDS
+    for name, (module_name, _) in SUBCOMMANDS.items():
+        module = importlib.import_module(module_name)
+        assert callable(getattr(module, 'add_arguments', None)) and callable(getattr(module, 'main', None)), name

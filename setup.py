@@ -29,8 +29,9 @@ setup(
     packages=find_packages(include=['av_snn_ros', 'av_snn_ros.*'])
     + find_packages('training', include=['av_snn_training', 'av_snn_training.*']),
     package_dir={'av_snn_training': 'training/av_snn_training'},
-    # the native kernels' C source, compiled on first use (av_snn_ros/models/native_kernels.py)
-    package_data={'av_snn_ros.models': ['spiking_kernels.c']},
+    # the native kernels' C source, compiled on first use (av_snn_ros/models/native_kernels.py), and the
+    # bench's reference timings keyed by CPU (av_snn_ros/tools/cpu_identity.py)
+    package_data={'av_snn_ros.models': ['spiking_kernels.c'], 'av_snn_ros.tools': ['reference_timings.yaml']},
     data_files=[
         ('share/ament_index/resource_index/packages', ['resource/' + package_name]),
         ('share/' + package_name, ['package.xml']),

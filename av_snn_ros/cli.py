@@ -14,11 +14,11 @@ import sys
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     'train': ('av_snn_training.cli_train', 'train a model from a recipe (checkpoints, metrics, plots)'),
     'eval': ('av_snn_training.cli_eval', 'evaluate a checkpoint or the shipped default model'),
-    'export': ('av_snn_ros.export', 'export a model card to ONNX (and a TensorRT engine on a GPU)'),
+    'export': ('av_snn_ros.tools.export', 'export a model card to ONNX (and a TensorRT engine on a GPU)'),
     'make-bag': ('av_snn_ros.replay.make_bag', 'write a ROS 2 bag from the audio-visual digits data'),
     'replay': ('av_snn_ros.replay.replay', 'replay a bag through the node graph and score it'),
     'demo': ('av_snn_ros.replay.demo', 'the embedded default demo: replay the bundled bag, print results'),
-    'bench': ('av_snn_ros.bench', 'side-by-side latency of backends, node latency, CPU'),
+    'bench': ('av_snn_ros.tools.bench', 'side-by-side latency of backends, node latency, CPU'),
     'run': ('av_snn_ros.ros.launcher', 'start the node graph without `ros2 launch`'),
 }
 

@@ -15,7 +15,8 @@ run() { echo "+ av-snn $*" >&2; "$PY" -m av_snn_ros.cli "$@"; }
 run bench --json "$OUT/default.json" $QUICK
 # 2. The default model's architecture on its own (also when no default card is shipped yet).
 run bench --json "$OUT/misnet_tiny.json" --no-card --no-node --model misnet_tiny --input-size 32 $QUICK
-# 3. S-CMRL, E=256, T=4, 128x128, batch 1: compared with the reference implementation's ~160 ms/sample.
+# 3. S-CMRL, E=256, T=4, 128x128, batch 1: compared with the reference code only where a reference row
+#    for this CPU exists (av_snn_ros/tools/reference_timings.yaml); otherwise "no reference measured on this CPU".
 run bench --json "$OUT/scmrl.json" --no-card --no-node --model scmrl --input-size 128 $QUICK
 # 4. Soak: >= 10 minutes of data through the node, faster than real time; RSS growth after warm-up.
 if [ -z "$QUICK" ]; then

@@ -4,7 +4,7 @@
 # Prints the JetPack / L4T, CUDA, TensorRT, GPU and torch versions; checks the model's ONNX for
 # TensorRT; builds the engine for the model card in fp16 and fp32 (timing the builds); runs the
 # `gpu`-marked tests; compares torch vs onnxruntime vs TensorRT on real windows with the documented
-# tolerances (av_snn_ros.onnx_checks.DEFAULT_TOLERANCES) plus an independent `polygraphy run --trt
+# tolerances (av_snn_ros.parity.DEFAULT_TOLERANCES) plus an independent `polygraphy run --trt
 # --onnxrt`; and times warm-up and per-window latency of each engine. Every number printed is measured
 # on this machine in this run.
 #
@@ -118,7 +118,7 @@ ONNX="$("$PY" -c "from av_snn_ros.model_card import ModelCard; print(ModelCard.l
 echo "onnx: $ONNX"
 
 section "ONNX hygiene for TensorRT"
-"$PY" -m av_snn_ros.onnx_checks "$ONNX" || fail "ONNX check"
+"$PY" -m av_snn_ros.tools.onnx_checks "$ONNX" || fail "ONNX check"
 
 section "engine builds, runtime comparison, warm-up and latency"
 "$PY" - "$CARD" "$OUT" "$ITERATIONS" <<'EOF' || fail "engine build / comparison / latency (see above)"
@@ -129,9 +129,9 @@ import numpy as np
 
 from av_snn_ros.backends import tensorrt_backend as tb
 from av_snn_ros.backends.base import create_backend
-from av_snn_ros.backends.shapes import expected_shapes
+from av_snn_ros.contract import input_shapes as expected_shapes
 from av_snn_ros.model_card import ModelCard
-from av_snn_ros.onnx_checks import compare_runtimes
+from av_snn_ros.parity import compare_runtimes
 from av_snn_ros.paths import default_data_root
 
 card_path, out, iterations = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
@@ -149,7 +149,7 @@ for precision in ('fp16', 'fp32'):
 
 root = default_data_root()
 if root is not None and (Path(root) / 'mnist' / 'mnist.npz').is_file():
-    from av_snn_ros.export import real_window
+    from av_snn_ros.tools.export import real_window
     audio, visual = real_window(card.preprocessing, root, batch=10)   # digits 0..9, one window each
     what = f'10 real windows from {root}'
 else:

@@ -70,8 +70,10 @@ def trend_mb_per_hour(times_s: list[float], rss_mb: list[float]) -> float | None
 def run(args: argparse.Namespace) -> dict:
     import yaml
 
-    from av_snn_ros.bench import (ProcessSampler, _node_process, classifier_parameters, make_node_bag,
-                                  private_domain, registry_target)
+    from av_snn_ros.tools.bench import machine_info, registry_target
+    from av_snn_ros.tools.profiling import measure_gemm_gflops
+    from av_snn_ros.tools.node_bench import (ProcessSampler, classifier_parameters, make_node_bag, node_process,
+                                             private_domain)
     from av_snn_ros.model_card import ModelCard
     from av_snn_ros.paths import config_dir, default_data_root, default_model_card
     from av_snn_ros.replay.replay import ReplayOptions, run_replay
@@ -79,6 +81,8 @@ def run(args: argparse.Namespace) -> dict:
     data_root = args.data_root or default_data_root()
     if data_root is None:
         raise SystemExit('soak: no data root; pass --data-root DIR (with fsdd/ and mnist/)')
+    machine = machine_info()          # the CPU, load and GEMM context of every number below
+    gemm = measure_gemm_gflops(repeats=3)
     params_path = config_dir() / PARAMS_FILE
     params = classifier_parameters(yaml.safe_load(params_path.read_text()), params_path)
     hop_s = float(params['window']['hop_s'])
@@ -96,7 +100,7 @@ def run(args: argparse.Namespace) -> dict:
         state: dict = {'received': []}
 
         def on_ready() -> None:
-            proc = _node_process(os.getpid())
+            proc = node_process(os.getpid())
             if proc is None:
                 raise RuntimeError('cannot find the classifier process to sample')
             state['sampler'] = ProcessSampler(proc.pid, SAMPLE_PERIOD_S).start()
@@ -128,7 +132,9 @@ def run(args: argparse.Namespace) -> dict:
     growth = (max(m for _, m in after) - base) / base if after else None
     data_minutes = float(data_s[-1] + card.preprocessing.window_s) / 60.0
     wall_s = float(t_last - state['t0'])
+    machine['loadavg_end'] = list(os.getloadavg())
     return {
+        'machine': machine, 'gemm': gemm,
         'card': str(card_path), 'note': note, 'backend': report.get('backend'), 'params_file': PARAMS_FILE,
         'bag': {k: v for k, v in bag.items() if k != 'bag'}, 'bag_build_s': bag_build_s,
         'data_minutes': data_minutes, 'wall_s': wall_s, 'speed_vs_real_time': data_minutes * 60 / wall_s,

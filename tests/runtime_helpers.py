@@ -19,7 +19,7 @@ def calibrated_on_real_windows(name: str, data_root: Path, batch: int):
     and those windows as ``(model, audio, visual)`` tensors."""
     import torch
 
-    from av_snn_ros.export import preprocess_config_for, real_window
+    from av_snn_ros.tools.export import preprocess_config_for, real_window
     from av_snn_ros.models import calibrate_batchnorm, create_model
     torch.manual_seed(0)
     model = create_model(name)
@@ -50,7 +50,7 @@ def fresh_card(tmp_path_factory) -> Path:
     if not card.is_file():
         import torch
 
-        from av_snn_ros.export import preprocess_config_for, write_model_card
+        from av_snn_ros.tools.export import preprocess_config_for, write_model_card
         from av_snn_ros.models.registry import create_model
         torch.manual_seed(0)
         model = create_model(CARD_MODEL, num_classes=len(LABELS))

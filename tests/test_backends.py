@@ -98,10 +98,9 @@ def test_auto_contest_keeps_the_faster_backend_and_records_both(card, monkeypatc
     # the GPU contest's bookkeeping on a CPU machine: the torch backend on the CPU stands in for CUDA
     from av_snn_ros.backends.torch_backend import TorchBackend
     monkeypatch.setattr(base, 'torch_cuda_available', lambda: True)
-    real_factory = base._factory
-    monkeypatch.setattr(base, '_factory', lambda name: (
-        (lambda c, **o: TorchBackend(c, threads=o.get('threads'), device='cpu')) if name == 'torch'
-        else real_factory(name)))
+    real_create = base._create
+    monkeypatch.setattr(base, '_create', lambda name, c, opts: (
+        TorchBackend(c, threads=opts.threads, device='cpu') if name == 'torch' else real_create(name, c, opts)))
     choice = create_backend('auto', card, threads=1)
     timing = choice.backend.info['auto_timing_ms']
     kept, dropped = sorted(timing, key=timing.get)
@@ -199,3 +198,48 @@ def test_torch_cuda_graph_replays_each_new_window_like_eager(card, data_root):
     np.testing.assert_allclose(graph.infer(audio[:, :1], visual[:, :1]).logits, outs[0], atol=1e-5)
     assert calls == [1]                      # hooks attached: the forward really ran (eagerly)
     handle.remove()
+
+
+# ------------------------------------------------------------------------------------------ options
+
+def test_each_backend_gets_only_its_own_options_and_a_typo_is_rejected(card):
+    from av_snn_ros.backends.onnxruntime_backend import OnnxRuntimeOptions
+    from av_snn_ros.backends.torch_backend import TorchOptions
+    parsed = base.parse_options({'threads': 2, 'device': 'cpu', 'enable_fp16': False})
+    assert parsed['torch'] == TorchOptions(threads=2, device='cpu')
+    assert parsed['onnxruntime'] == OnnxRuntimeOptions(threads=2)
+    assert parsed['tensorrt'].enable_fp16 is False
+    # a misspelt option used to be swallowed by every factory's **_options; now it names the valid ones
+    with pytest.raises(ValueError, match=r'unknown backend option\(s\) thread;.*onnxruntime: threads'):
+        create_backend('onnxruntime', card, thread=2)
+    with pytest.raises(ValueError, match="threads: '2'"):
+        create_backend('torch', card, threads='2')
+    with pytest.raises(ValueError, match='torch device'):
+        create_backend('auto', card, device='gpu')             # a bad value: a config error, even under auto
+
+
+def test_onnxruntime_spinning_option_reaches_the_session(card):
+    backend = create_backend('onnxruntime', card, threads=2, allow_spinning=False).backend
+    assert backend.info['allow_spinning'] is False and backend.info['threads'] == 2
+    config = backend.session.get_session_options().get_session_config_entry('session.intra_op.allow_spinning')
+    assert config == '0'
+
+
+def test_node_backend_parameters_are_the_backends_options():
+    """The node's backend.* parameters are generated from the options dataclasses: same names, defaults
+    (None shown as its 'unset' value) and validation, so adding an option to a backend adds the parameter."""
+    import dataclasses
+
+    from av_snn_ros.ros.params import param_specs, read_settings
+    specs = {s.name: s for s in param_specs() if s.name.startswith('backend.') and s.name != 'backend.name'}
+    exposed = {}
+    for name in ('torch', 'onnxruntime', 'tensorrt'):
+        for f in dataclasses.fields(base.options_class(name)):
+            if f.metadata.get('parameter'):
+                exposed[f'backend.{f.name}'] = f.metadata['unset'] if f.default is None else f.default
+    assert {name: spec.default for name, spec in specs.items()} == exposed
+    assert specs['backend.device'].choices == ('auto', 'cpu', 'cuda')
+    # unset values stay out of the options; everything the node passes is accepted by create_backend
+    options = read_settings({'model.card': 'card.yaml', 'backend.threads': 0, 'backend.allow_spinning': False}).backend.options
+    assert 'threads' not in options and 'model_file_path' not in options and options['allow_spinning'] is False
+    assert base.parse_options(options)['onnxruntime'].allow_spinning is False

@@ -6,6 +6,7 @@ report has its keys and internally consistent values, and that the helpers compu
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -14,7 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from av_snn_ros import bench, profiling
+from av_snn_ros import parity, timing
+from av_snn_ros.tools import bench, cpu_identity, node_bench, profiling
 from av_snn_ros.models import native_kernels
 
 
@@ -35,6 +37,9 @@ def test_bench_writes_the_report(tmp_path, data_root, capsys) -> None:
     report = json.loads(args.json.read_text())
     for key in ('machine', 'gemm', 'gemm_end', 'gemm_peak_gflops', 'models', 'settings', 'targets'):
         assert key in report
+    cpu = report['machine']['cpu']            # every report says which CPU its numbers come from
+    assert cpu['model_name'] and cpu['logical_cpus'] >= 1 and isinstance(cpu['flags'], list)
+    assert len(report['machine']['loadavg_1_5_15']) == 3 and 'loadavg_end' in report['machine']
     assert report['gemm']['best_gflops'] > 0 and report['gemm']['size'] == profiling.GEMM_SIZE
     (m,) = report['models']
     assert m['model'] == 'misnet_tiny' and m['input']['kind'] == 'real'
@@ -113,34 +118,34 @@ def test_missing_card_is_reported_not_fatal(tmp_path, data_root) -> None:
 def test_agreement_uses_only_real_heads() -> None:
     ref = (np.array([[1.0, 2.0]]), np.array([[5.0, 0.0]]), np.zeros((1, 2)))
     other = (np.array([[1.0, 2.5]]), np.array([[0.0, 9.0]]), np.ones((1, 2)))
-    assert bench.agreement(ref, other, ('visual',)) == {'argmax_equal': True, 'max_abs_diff': 1.0,
+    assert parity.agreement(ref, other, ('visual',)) == {'argmax_equal': True, 'max_abs_diff': 1.0,
                                                        'logits_nonzero': True}
-    assert bench.agreement(ref, other, ('audio', 'visual'))['max_abs_diff'] == 9.0
+    assert parity.agreement(ref, other, ('audio', 'visual'))['max_abs_diff'] == 9.0
 
 
 # ------------------------------------------------------------------------------------ profiling
 
 def test_percentiles_and_stats() -> None:
     values = sorted([0.004, 0.001, 0.003, 0.002, 0.005])
-    assert profiling.percentile(values, 50) == 0.003
-    assert profiling.percentile(values, 0) == 0.001 and profiling.percentile(values, 100) == 0.005
-    assert profiling.percentile([1.0, 2.0], 25) == pytest.approx(1.25)
-    s = profiling.latency_stats([0.001, 0.002, 0.003])
+    assert timing.percentile(values, 50) == 0.003
+    assert timing.percentile(values, 0) == 0.001 and timing.percentile(values, 100) == 0.005
+    assert timing.percentile([1.0, 2.0], 25) == pytest.approx(1.25)
+    s = timing.latency_stats([0.001, 0.002, 0.003])
     assert (s.n, s.p50_ms, s.min_ms, s.max_ms) == (3, pytest.approx(2.0), pytest.approx(1.0), pytest.approx(3.0))
     with pytest.raises(ValueError):
-        profiling.percentile([], 50)
+        timing.percentile([], 50)
     with pytest.raises(ValueError):
-        profiling.percentile([1.0], 101)
+        timing.percentile([1.0], 101)
 
 
 def test_time_interleaved_round_robin() -> None:
     order: list[str] = []
-    stats = profiling.time_interleaved({'a': lambda: order.append('a'), 'b': lambda: order.append('b')},
+    stats = timing.time_interleaved({'a': lambda: order.append('a'), 'b': lambda: order.append('b')},
                                        warmup=1, min_rounds=3, max_rounds=3, min_time_s=0.0)
     assert order == ['a', 'b'] * 4                               # one warm-up round, then 3 interleaved
     assert stats['a'].n == stats['b'].n == 3
     with pytest.raises(ValueError):
-        profiling.time_interleaved({})
+        timing.time_interleaved({})
 
 
 def test_count_flops_of_a_conv_and_a_linear() -> None:
@@ -172,7 +177,7 @@ def test_stage_profile_attributes_time_to_categories() -> None:
 
 
 def test_process_sampler_measures_this_process() -> None:
-    sampler = bench.ProcessSampler(os.getpid(), period_s=0.05).start()
+    sampler = node_bench.ProcessSampler(os.getpid(), period_s=0.05).start()
     t0 = time.monotonic()
     x = 0.0
     while time.monotonic() - t0 < 0.5:                          # keep one core busy for half a second
@@ -186,16 +191,67 @@ def test_process_sampler_measures_this_process() -> None:
 @pytest.mark.parametrize('key', ['av_classifier', '/**/av_classifier', '/robot/av_classifier'])
 def test_classifier_parameters_from_params_files(tmp_path, key) -> None:
     data = {'other_node': {'ros__parameters': {'x': 1}}, key: {'ros__parameters': {'window': {'hop_s': 0.25}}}}
-    assert bench.classifier_parameters(data, tmp_path / 'p.yaml') == {'window': {'hop_s': 0.25}}
+    assert node_bench.classifier_parameters(data, tmp_path / 'p.yaml') == {'window': {'hop_s': 0.25}}
     with pytest.raises(ValueError, match='no av_classifier section'):
-        bench.classifier_parameters({'other_node': {}}, tmp_path / 'p.yaml')
+        node_bench.classifier_parameters({'other_node': {}}, tmp_path / 'p.yaml')
 
 
 def test_shipped_params_files_have_a_classifier_section() -> None:
     import yaml
 
     from av_snn_ros.paths import config_dir
-    for name in (bench.NODE_PARAMS_FILE, 'replay.yaml'):
+    for name in (node_bench.NODE_PARAMS_FILE, 'replay.yaml'):
         path = config_dir() / name
-        params = bench.classifier_parameters(yaml.safe_load(path.read_text()), path)
+        params = node_bench.classifier_parameters(yaml.safe_load(path.read_text()), path)
         assert params['window']['hop_s'] > 0
+
+
+# ------------------------------------------------------------------------------ reference by CPU
+
+def _cpuinfo(tmp_path, model_name: str, vendor: str, model: int, flags: str) -> object:
+    text = ''.join(f'processor\t: {i}\nvendor_id\t: {vendor}\ncpu family\t: {6 if vendor == "GenuineIntel" else 25}\n'
+                   f'model\t\t: {model}\nmodel name\t: {model_name}\nflags\t\t: fpu sse4_2 avx avx2 {flags}\n\n'
+                   for i in range(2))
+    path = tmp_path / f'cpuinfo_{model}'
+    path.write_text(text)
+    return path
+
+
+XEON_FLAGS = 'avx512f avx512_bf16 amx_tile amx_bf16 amx_int8'
+
+
+def test_reference_lookup_takes_only_the_row_of_this_cpu(tmp_path) -> None:
+    rows = cpu_identity.load_reference_timings()['rows']
+    xeon = cpu_identity.cpu_identity(_cpuinfo(tmp_path, 'Intel(R) Xeon(R) Processor', 'GenuineIntel', 167, XEON_FLAGS),
+                                     logical_cpus=2)
+    assert xeon.family == 6 and xeon.model == 167 and 'amx_int8' in xeon.flags and 'fpu' not in xeon.flags
+    assert cpu_identity.reference_for(xeon, rows)['p50_ms_batch1'] == [79, 80]
+    epyc = cpu_identity.cpu_identity(_cpuinfo(tmp_path, 'AMD EPYC 7B13', 'AuthenticAMD', 1, ''), logical_cpus=2)
+    assert cpu_identity.reference_for(epyc, rows)['p50_ms_batch1'] == [159, 166]
+    # another model number, more CPUs, an AVX-512 EPYC: no row is theirs
+    other = cpu_identity.cpu_identity(_cpuinfo(tmp_path, 'Intel(R) Xeon(R) Processor', 'GenuineIntel', 207, XEON_FLAGS),
+                                      logical_cpus=2)
+    assert cpu_identity.reference_for(other, rows) is None
+    assert cpu_identity.reference_for(dataclasses.replace(xeon, logical_cpus=4), rows) is None
+    assert cpu_identity.reference_for(dataclasses.replace(epyc, flags=('avx512f',)), rows) is None
+
+
+def test_no_ratio_without_a_reference_measured_on_this_cpu(tmp_path) -> None:
+    shape = (4, 1, 1, 128, 128)
+    foreign = cpu_identity.cpu_identity(_cpuinfo(tmp_path, 'Intel(R) Xeon(R) Processor', 'GenuineIntel', 207,
+                                                 XEON_FLAGS), logical_cpus=2)
+    r = bench.reference_comparison('scmrl', shape, 2, 40.0, identity=foreign)
+    assert r['speedup_vs_reference'] is None and r['target_met'] is None and r['reference_row'] is None
+    text = bench._reference_text(r)
+    assert text.startswith('no reference measured on this CPU') and 'model 207' in text and 'x the reference' not in text
+    home = cpu_identity.cpu_identity(_cpuinfo(tmp_path, 'Intel(R) Xeon(R) Processor', 'GenuineIntel', 167,
+                                              XEON_FLAGS), logical_cpus=2)
+    r = bench.reference_comparison('scmrl', shape, 2, 40.0, identity=home)
+    assert r['speedup_vs_reference'] == pytest.approx(79 / 40) and r['speedup_range'][1] == pytest.approx(80 / 40)
+    assert r['comparable'] and r['target_met'] is False
+    assert '1.98x the reference (79-80 ms/sample measured on this CPU kind' in bench._reference_text(r)
+    r['gemm_check'] = bench.gemm_check(90.0, r['reference_row'])          # a loaded run: said beside the ratio
+    assert not r['gemm_check']['consistent'] and 'WARNING: GEMM 90 GFLOP/s' in bench._reference_text(r)
+    assert bench.gemm_check(350.0, r['reference_row'])['consistent']
+    # the reference's thread budget is part of the comparison
+    assert not bench.reference_comparison('scmrl', shape, 4, 40.0, identity=home)['comparable']

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from av_snn_ros.export import preprocess_config_for, real_window
+from av_snn_ros.tools.export import preprocess_config_for, real_window
 from av_snn_ros.models import calibrate_batchnorm, create_model
 from av_snn_ros.models.blocks import SeqConvBN
 from av_snn_ros.models.energy import E_AC_PJ, E_MAC_PJ, EnergyMeter, estimate_energy

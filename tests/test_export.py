@@ -8,11 +8,12 @@ import pytest
 import torch
 import yaml
 
-from av_snn_ros import export
+from av_snn_ros import contract, parity
+from av_snn_ros.backends.onnx_graph import check_onnx_for_tensorrt
 from av_snn_ros.model_card import ModelCard
 from av_snn_ros.models import calibrate_batchnorm, create_model
-from av_snn_ros.onnx_checks import check_onnx_for_tensorrt
 from av_snn_ros.preprocessing import PreprocessConfig
+from av_snn_ros.tools import export
 
 DIGITS = [str(d) for d in range(10)]
 PARITY_ATOL = 1e-4
@@ -44,8 +45,8 @@ def test_onnx_export_matches_torch_on_a_real_window(name, data_root, tmp_path):
     with torch.no_grad():
         logits = model(torch.from_numpy(audio), torch.from_numpy(visual))[0]
     assert torch.count_nonzero(logits) > 0            # spikes reach the head: a meaningful comparison
-    parity = export.compare_onnx(path, model, audio, visual)
-    assert parity['argmax_equal'] and parity['max_abs_diff'] < PARITY_ATOL, parity
+    result = parity.compare_onnx(path, model, audio, visual)
+    assert result['argmax_equal'] and result['max_abs_diff'] < PARITY_ATOL and result['passed'], result
 
 
 @pytest.fixture(scope='module')
@@ -68,8 +69,8 @@ def test_write_model_card_round_trip(tiny_card, data_root):
         for a, b in zip(model(torch.from_numpy(audio), torch.from_numpy(visual)),
                         loaded(torch.from_numpy(audio), torch.from_numpy(visual))):
             assert torch.equal(a, b)
-    parity = export.compare_onnx(card.verified_onnx(), loaded, audio[:, :1], visual[:, :1])
-    assert parity['argmax_equal'] and parity['max_abs_diff'] < PARITY_ATOL
+    result = parity.compare_onnx(card.verified_onnx(), loaded, audio[:, :1], visual[:, :1])
+    assert result['argmax_equal'] and result['max_abs_diff'] < PARITY_ATOL and result['passed']
 
 
 def test_write_model_card_rejects_inconsistent_requests(tmp_path):
@@ -106,7 +107,7 @@ def test_cli_fresh_unimodal_model_keeps_both_onnx_inputs(tmp_path, capsys):
     session = ort.InferenceSession(str(card.verified_onnx()), providers=['CPUExecutionProvider'])
     assert [i.name for i in session.get_inputs()] == ['audio', 'visual']
     assert [o.name for o in session.get_outputs()] == ['logits', 'audio_logits', 'visual_logits']
-    shapes = export.input_shapes(card.preprocessing)
+    shapes = contract.input_shapes(card.preprocessing)
     outs = session.run(None, {'audio': np.zeros(shapes[0], np.float32), 'visual': np.zeros(shapes[1], np.float32)})
     assert outs[0].shape == (1, 10)
     assert not np.any(outs[2])                                   # the missing head reads as zeros ...

@@ -23,7 +23,7 @@ LABELS = [str(d) for d in range(10)]
 @pytest.fixture(scope='module')
 def pristine_card(tmp_path_factory) -> Path:
     """A valid card (weights + ONNX + hashes) of the tiny model, written by the real exporter."""
-    from av_snn_ros.export import preprocess_config_for, write_model_card
+    from av_snn_ros.tools.export import preprocess_config_for, write_model_card
     from av_snn_ros.models.registry import create_model
     torch.manual_seed(0)
     model = create_model(MODEL, num_classes=len(LABELS))

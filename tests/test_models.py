@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from av_snn_ros.export import preprocess_config_for, real_window
+from av_snn_ros.tools.export import preprocess_config_for, real_window
 from av_snn_ros.models import create_model, list_models
 from av_snn_ros.models.losses import build_loss, supervised_alignment
 from av_snn_ros.models.registry import model_config

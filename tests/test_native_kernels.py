@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from av_snn_ros.export import real_window
+from av_snn_ros.tools.export import real_window
 from av_snn_ros.models import native_kernels
 from av_snn_ros.models.neurons import LIFNode, MLIFNode
 from runtime_helpers import calibrated_on_real_windows, make_card

@@ -12,11 +12,12 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from av_snn_ros import onnx_checks
-from av_snn_ros.backends.shapes import expected_shapes
+from av_snn_ros.backends import onnx_graph
+from av_snn_ros.backends.onnx_graph import MIN_OPSET, check_onnx_for_tensorrt, fold_constants
+from av_snn_ros.contract import input_shapes as expected_shapes
 from av_snn_ros.model_card import ModelCard
-from av_snn_ros.onnx_checks import (DEFAULT_TOLERANCES, MIN_OPSET, Tolerance, check_onnx_for_tensorrt,
-                                    compare_runtimes, fold_constants)
+from av_snn_ros.parity import DEFAULT_TOLERANCES, Tolerance, compare_runtimes
+from av_snn_ros.tools import onnx_checks
 from runtime_helpers import make_card, real_batch
 
 
@@ -71,7 +72,7 @@ def test_symbolic_dims_are_errors(tmp_path):
 def test_old_opset_is_an_error_and_newer_than_trt86_a_warning(tmp_path):
     old = check_onnx_for_tensorrt(_relu_model(tmp_path, opset=13, name='old.onnx'))
     assert any('opset 13' in e for e in old.errors)
-    new = check_onnx_for_tensorrt(_relu_model(tmp_path, opset=onnx_checks.TRT86_DOCUMENTED_OPSET + 1,
+    new = check_onnx_for_tensorrt(_relu_model(tmp_path, opset=onnx_graph.TRT86_DOCUMENTED_OPSET + 1,
                                               name='new.onnx'))
     assert new.ok and any('TensorRT 8.6' in w for w in new.warnings)
 
@@ -173,8 +174,8 @@ def test_real_exported_misnet_tiny_is_tensorrt_ready(card):
     assert report.inputs == {'audio': audio, 'visual': visual}
     assert report.outputs == {name: (1, card.num_classes) for name in ('logits', 'audio_logits', 'visual_logits')}
     assert report.opset == MIN_OPSET and report.external_data_files == []
-    assert set(report.op_counts) <= onnx_checks.TENSORRT_SUPPORTED_OPS
-    assert not set(report.op_counts) & (onnx_checks.CONTROL_FLOW_OPS | onnx_checks.RANDOM_OPS)
+    assert set(report.op_counts) <= onnx_graph.TENSORRT_SUPPORTED_OPS
+    assert not set(report.op_counts) & (onnx_graph.CONTROL_FLOW_OPS | onnx_graph.RANDOM_OPS)
     if report.foldable_nodes or report.shape_ops:      # TorchScript export leaves shape arithmetic
         assert report.folding['shape_ops'] == 0 and report.folding['foldable_nodes'] == 0
         assert report.folding['node_count'] < report.node_count

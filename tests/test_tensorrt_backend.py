@@ -22,7 +22,7 @@ from av_snn_ros.backends.base import BackendUnavailable, create_backend
 from av_snn_ros.backends.engine_cache import read_metadata
 from av_snn_ros.backends.tensorrt_backend import DEFAULT_WORKSPACE_BYTES, TensorRTOptions
 from av_snn_ros.model_card import ModelCard
-from av_snn_ros.onnx_checks import DEFAULT_TOLERANCES, compare_runtimes
+from av_snn_ros.parity import DEFAULT_TOLERANCES, compare_runtimes
 from runtime_helpers import make_card, real_batch
 
 
@@ -72,8 +72,8 @@ def engine_dir(tmp_path, monkeypatch):
 # ------------------------------------------------------------------------------------------- options
 
 def test_options_defaults_follow_isaac_ros_names():
-    opts = TensorRTOptions.from_options({'threads': 2, 'model_file_path': '', 'engine_file_path': None})
-    assert opts == TensorRTOptions()          # other backends' options and ROS '' / None are "unset"
+    opts = TensorRTOptions.from_options({'model_file_path': '', 'engine_file_path': None})
+    assert opts == TensorRTOptions()          # ROS '' / None are "unset"
     assert opts.enable_fp16 and opts.precision == 'fp16' and opts.dla_core == -1
     assert opts.max_workspace_size == DEFAULT_WORKSPACE_BYTES and not opts.force_engine_update
     opts = TensorRTOptions.from_options({'enable_fp16': False, 'max_workspace_size': 1 << 20,
@@ -86,7 +86,7 @@ def test_options_defaults_follow_isaac_ros_names():
     ({'enable_fp16': 'yes'}, TypeError), ({'max_workspace_size': 0}, ValueError),
     ({'max_workspace_size': 1.5}, TypeError), ({'dla_core': -2}, ValueError), ({'dla_core': True}, TypeError),
     ({'dla_core': 0, 'enable_fp16': False}, ValueError), ({'engine_file_path': 3}, TypeError),
-    ({'warmup_iterations': -1}, ValueError)])
+    ({'warmup_iterations': -1}, ValueError), ({'enable_fp61': True}, ValueError)])
 def test_bad_options_raise(options, error):
     with pytest.raises(error):
         TensorRTOptions.from_options(options)

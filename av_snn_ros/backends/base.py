@@ -8,15 +8,18 @@ this package never needs them.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import importlib
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Mapping
 
 import numpy as np
 
+from ..contract import as_outputs, input_shapes
 from ..model_card import ModelFileError
+from ..timing import time_interleaved
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +35,10 @@ class InferenceResult:
     logits: np.ndarray
     audio_logits: np.ndarray | None = None
     visual_logits: np.ndarray | None = None
+
+    def outputs(self) -> dict[str, np.ndarray]:
+        """Every contract output by name; a head the model does not have is zeros (as in the graph)."""
+        return as_outputs(self.logits, {'audio_logits': self.audio_logits, 'visual_logits': self.visual_logits})
 
 
 class InferenceBackend(abc.ABC):
@@ -56,13 +63,13 @@ class InferenceBackend(abc.ABC):
         """Release the backend's resources (GPU memory, sessions)."""
 
 
-Factory = Callable[..., InferenceBackend]
-
-# name -> "module:function" of a factory ``f(card, **options) -> InferenceBackend``; imported lazily.
-_FACTORIES: dict[str, str] = {
-    'torch': 'av_snn_ros.backends.torch_backend:create',
-    'onnxruntime': 'av_snn_ros.backends.onnxruntime_backend:create',
-    'tensorrt': 'av_snn_ros.backends.tensorrt_backend:create',
+#: name -> module of a backend. The module defines ``Options`` (a frozen dataclass: the backend's options,
+#: with ``from_options(mapping)`` validating them) and ``create(card, options) -> InferenceBackend``;
+#: it imports its heavy library only inside ``create``.
+_BACKEND_MODULES: dict[str, str] = {
+    'torch': 'av_snn_ros.backends.torch_backend',
+    'onnxruntime': 'av_snn_ros.backends.onnxruntime_backend',
+    'tensorrt': 'av_snn_ros.backends.tensorrt_backend',
 }
 #: the order ``auto`` tries backends in: fastest first where it can run.
 AUTO_ORDER = ('tensorrt', 'onnxruntime', 'torch')
@@ -75,18 +82,110 @@ _NVIDIA_DEVICE_NODES = ('/dev/nvidiactl', '/dev/nvhost-ctrl-gpu', '/dev/nvgpu/ig
 
 def available_backends() -> list[str]:
     """Backend names accepted by :func:`create_backend` (``auto`` included)."""
-    return ['auto', *_FACTORIES]
+    return ['auto', *_BACKEND_MODULES]
 
 
-def _factory(name: str) -> Factory:
-    if name not in _FACTORIES:
+def _module(name: str):
+    if name not in _BACKEND_MODULES:
         raise ValueError(f'unknown backend {name!r}; choose one of {", ".join(available_backends())}')
-    module_name, func = _FACTORIES[name].split(':')
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise BackendUnavailable(f'backend {name!r} cannot be imported: {exc}') from exc
-    return getattr(module, func)
+    return importlib.import_module(_BACKEND_MODULES[name])
+
+
+def options_class(name: str) -> type:
+    """The options dataclass of backend ``name``."""
+    return _module(name).Options
+
+
+def option_names() -> dict[str, tuple[str, ...]]:
+    """Backend name -> the option names it takes (the fields of its options dataclass)."""
+    return {name: tuple(f.name for f in dataclasses.fields(options_class(name))) for name in _BACKEND_MODULES}
+
+
+def parse_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Every backend's validated options object from one flat mapping (as the node's parameters give).
+
+    Each backend gets the keys it declares; a key no backend declares is a typo and raises
+    ``ValueError`` listing the valid names; a bad value raises the backend's own ``ValueError`` /
+    ``TypeError`` (a config error, never a reason to fall back).
+    """
+    names = option_names()
+    known = {key for keys in names.values() for key in keys}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        valid = '; '.join(f'{name}: {", ".join(keys)}' for name, keys in names.items())
+        raise ValueError(f'unknown backend option(s) {", ".join(unknown)}; valid options are {valid}')
+    return {name: options_class(name).from_options({k: v for k, v in options.items() if k in keys})
+            for name, keys in names.items()}
+
+
+#: the most CPU threads a backend option accepts (a descriptor range for the node's parameter)
+MAX_THREADS = 256
+
+
+def option(default: Any, help: str, *, unset: Any = None, range: tuple[float, float] | None = None,
+           choices: tuple[str, ...] | None = None, parameter: bool = True) -> Any:
+    """A backend option field: its default plus what the node's parameter descriptor needs.
+
+    ``unset``: the parameter value that means "not set" where the option's default is None (ROS
+    parameters cannot be None: ``0`` threads, ``''`` paths). ``parameter=False`` keeps an option out of
+    the node's parameters (library-only).
+    """
+    return dataclasses.field(default=default, metadata={'help': help, 'unset': unset, 'range': range,
+                                                        'choices': choices, 'parameter': parameter})
+
+
+@dataclass(frozen=True)
+class BackendParameter:
+    """One backend option as a node parameter (``backend.<name>``), derived from the options dataclasses."""
+
+    name: str
+    default: Any            # the parameter's default: the option's, or ``unset`` when that is None
+    unset: Any              # the parameter value that leaves the option unset (None: every value is set)
+    description: str
+    range: tuple[float, float] | None
+    choices: tuple[str, ...] | None
+    backends: tuple[str, ...]
+
+
+def backend_parameters() -> tuple[BackendParameter, ...]:
+    """Every backend option exposed as a node parameter, in backend order; an option several backends
+    share (``threads``) appears once, with the first backend's description and the list of backends."""
+    found: dict[str, BackendParameter] = {}
+    for backend in _BACKEND_MODULES:
+        for f in dataclasses.fields(options_class(backend)):
+            meta = f.metadata
+            if not meta.get('parameter', False):
+                continue
+            if f.name in found:
+                found[f.name] = dataclasses.replace(found[f.name], backends=found[f.name].backends + (backend,))
+                continue
+            default = meta['unset'] if f.default is None else f.default
+            found[f.name] = BackendParameter(f.name, default, meta['unset'], meta['help'], meta['range'],
+                                             meta['choices'], (backend,))
+    return tuple(found.values())
+
+
+def options_from_parameters(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Backend options from node parameter values (``name`` without the ``backend.`` prefix); a value
+    equal to its parameter's ``unset`` is left out, so the backend uses its own default."""
+    return {p.name: values[p.name] for p in backend_parameters()
+            if p.name in values and (p.unset is None or values[p.name] != p.unset)}
+
+
+def options_from_mapping(cls: type, values: Mapping[str, Any]) -> Any:
+    """Strictly build options dataclass ``cls`` (unknown key or wrong type: ``ValueError``); None = unset."""
+    from ..config import from_dict
+    return from_dict(cls, {k: v for k, v in values.items() if v is not None})
+
+
+def check_threads(threads: int | None) -> None:
+    """``ValueError`` unless ``threads`` is None (the library's default) or >= 1."""
+    if threads is not None and threads < 1:
+        raise ValueError(f'threads must be >= 1, got {threads}')
+
+
+def _create(name: str, card, options: Any) -> InferenceBackend:
+    return _module(name).create(card, options)
 
 
 @dataclass
@@ -107,22 +206,25 @@ def create_backend(name: str, card, **options) -> BackendChoice:
     A :class:`~av_snn_ros.model_card.ModelFileError` (a file the card lists is missing, truncated or does
     not match its hash) is never fallen back past, not even under ``auto``: a damaged deployment must
     stop the start-up, not run quietly on another backend.
-    Options a backend does not take are ignored by the others (each factory takes ``**options``).
+    ``options`` is one flat mapping for all backends (see :func:`parse_options`): each backend gets the
+    options it declares, and a name no backend declares raises ``ValueError`` listing the valid ones.
     """
+    if name not in available_backends():
+        raise ValueError(f'unknown backend {name!r}; choose one of {", ".join(available_backends())}')
+    parsed = parse_options(options)
     if name != 'auto':
-        backend = _factory(name)(card, **options)
-        return BackendChoice(requested=name, backend=backend)
+        return BackendChoice(requested=name, backend=_create(name, card, parsed[name]))
     skipped: dict[str, str] = {}
     for candidate in AUTO_ORDER:
         try:
-            backend = _factory(candidate)(card, **options)
+            backend = _create(candidate, card, parsed[candidate])
         except ModelFileError:
             raise
         except (BackendUnavailable, ImportError, OSError, RuntimeError) as exc:
             skipped[candidate] = str(exc)
             continue
         if candidate == 'onnxruntime':
-            backend = _faster_of_cpu_and_gpu(backend, card, options, skipped)
+            backend = _faster_of_cpu_and_gpu(backend, card, parsed['torch'], skipped)
         backend.info.setdefault('fallback_from', dict(skipped))
         if skipped:
             # The node logs each skip through ROS logging; this line serves library users.
@@ -144,7 +246,7 @@ def torch_cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def _faster_of_cpu_and_gpu(ort_backend: InferenceBackend, card, options: dict[str, Any],
+def _faster_of_cpu_and_gpu(ort_backend: InferenceBackend, card, torch_options: Any,
                            skipped: dict[str, str]) -> InferenceBackend:
     """Without TensorRT but with a GPU, keep whichever of onnxruntime (CPU) and torch (CUDA) is faster here.
 
@@ -153,10 +255,10 @@ def _faster_of_cpu_and_gpu(ort_backend: InferenceBackend, card, options: dict[st
     laptop or Jetson GPU against a fast CPU can go either way, and the model's size moves it too. So
     ``auto`` times both on this machine, once, at start-up, and records the numbers.
     """
-    if options.get('device', 'auto') == 'cpu' or not torch_cuda_available():
+    if torch_options.device == 'cpu' or not torch_cuda_available():
         return ort_backend
     try:
-        gpu_backend = _factory('torch')(card, **{**options, 'device': 'cuda', 'native_kernels': False})
+        gpu_backend = _create('torch', card, dataclasses.replace(torch_options, device='cuda', native_kernels=False))
     except (BackendUnavailable, ImportError, OSError, RuntimeError) as exc:
         skipped['torch (cuda)'] = str(exc)
         return ort_backend
@@ -179,9 +281,7 @@ def time_backends(backends: dict[str, InferenceBackend], pre_cfg, windows: int =
 
     Zeros cost what real windows cost: every kernel here is dense, whatever the spikes.
     """
-    from ..profiling import time_interleaved      # torch: only reached where torch already runs on CUDA
-    from .shapes import expected_shapes
-    a_shape, v_shape = expected_shapes(pre_cfg, 1)
+    a_shape, v_shape = input_shapes(pre_cfg, 1)
     audio, visual = np.zeros(a_shape, np.float32), np.zeros(v_shape, np.float32)
     stats = time_interleaved({name: (lambda b=backend: b.infer(audio, visual)) for name, backend in backends.items()},
                              warmup=2, min_rounds=windows, max_rounds=windows, min_time_s=0.0)

@@ -28,21 +28,23 @@ import contextlib
 import logging
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..contract import INPUT_NAMES, OUTPUT_NAMES, input_shapes, real_outputs
 from . import engine_cache
-from .base import BackendUnavailable, InferenceBackend, InferenceResult
+from .base import BackendUnavailable, InferenceBackend, InferenceResult, option
 from .engine_cache import GPU_ONLY, CacheResult, EngineCache, EngineKey
 
 log = logging.getLogger(__name__)
 
-#: builder workspace cap (a limit, not an allocation): ample for the small window models here, small
-#: enough for an 8 GB Jetson that shares its memory between CPU and GPU
-DEFAULT_WORKSPACE_BYTES = 256 << 20
+#: builder workspace cap (a limit, not an allocation): Isaac ROS's default, ample for the small window
+#: models here and small enough for an 8 GB Jetson that shares its memory between CPU and GPU. One value
+#: for the node and ``av-snn export --engine``: the workspace is part of the engine cache key.
+DEFAULT_WORKSPACE_BYTES = 64 << 20
 DEFAULT_WARMUP_ITERATIONS = 2
 #: kept TensorRT error messages, appended to exceptions so a failure names its cause
 _MAX_LOGGED_ERRORS = 20
@@ -80,14 +82,17 @@ def _opt_int(name: str, value: Any, minimum: int) -> int:
 class TensorRTOptions:
     """Validated TensorRT backend options (see the module docstring)."""
 
-    model_file_path: Path | None = None
-    engine_file_path: Path | None = None
-    force_engine_update: bool = False
-    enable_fp16: bool = True
-    max_workspace_size: int = DEFAULT_WORKSPACE_BYTES
-    dla_core: int = GPU_ONLY
-    engine_cache_dir: Path | None = None
-    warmup_iterations: int = DEFAULT_WARMUP_ITERATIONS
+    model_file_path: Path | None = option(None, "TensorRT: ONNX file to build the engine from (empty: the "
+                                          "card's ONNX).", unset='')
+    engine_file_path: Path | None = option(None, 'TensorRT: engine file to load or write (empty: the '
+                                           'content-addressed engine cache).', unset='')
+    force_engine_update: bool = option(False, 'TensorRT: rebuild the engine even if a valid one is cached.')
+    enable_fp16: bool = option(True, 'TensorRT: allow FP16 kernels.')
+    max_workspace_size: int = option(DEFAULT_WORKSPACE_BYTES, 'TensorRT: builder workspace limit in bytes.',
+                                     range=(1 << 20, 1 << 40))
+    dla_core: int = option(GPU_ONLY, 'TensorRT: DLA core to run on (-1: GPU).', range=(GPU_ONLY, 7))
+    engine_cache_dir: Path | None = option(None, 'engine cache folder override', parameter=False)
+    warmup_iterations: int = option(DEFAULT_WARMUP_ITERATIONS, 'warm-up passes before use', parameter=False)
 
     @property
     def precision(self) -> str:
@@ -95,7 +100,12 @@ class TensorRTOptions:
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> 'TensorRTOptions':
-        """Pick this backend's keys out of the shared backend options (others are ignored)."""
+        """Validated options; ROS's ``''`` and None mean "unset"; an unknown key raises ``ValueError``."""
+        valid = [f.name for f in fields(cls)]
+        unknown = sorted(set(options) - set(valid))
+        if unknown:
+            raise ValueError(f'unknown TensorRT option(s) {", ".join(unknown)}; valid: {", ".join(valid)}')
+
         def get(key: str, default: Any = None) -> Any:
             value = options.get(key)
             return default if value is None else value
@@ -222,7 +232,7 @@ def _network_flags(trt) -> int:
 def _onnx_hint(onnx_path: Path) -> str:
     """The ONNX hygiene errors/warnings, appended to a parse or build failure to explain it."""
     try:
-        from ..onnx_checks import check_onnx_for_tensorrt
+        from .onnx_graph import check_onnx_for_tensorrt
         report = check_onnx_for_tensorrt(onnx_path, fold=False)
     except Exception as exc:  # the hint must never mask the real failure
         return f' (ONNX check could not run: {exc})'
@@ -370,8 +380,6 @@ def build_engine_from_card(card, out_dir: str | Path | None = None, **options) -
 # inference
 # --------------------------------------------------------------------------------------------------
 
-_INPUT_ROLES = ('audio', 'visual')
-_OUTPUT_ROLES = ('logits', 'audio_logits', 'visual_logits')
 
 
 def _role_map(names: Sequence[str], roles: Sequence[str]) -> dict[str, str]:
@@ -425,8 +433,8 @@ class TensorRTBackend(InferenceBackend):
             dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(tname)))
             is_input = engine.get_tensor_mode(tname) == trt.TensorIOMode.INPUT
             (inputs if is_input else outputs)[tname] = (shape, dtype)
-        self._inputs = _role_map(list(inputs), _INPUT_ROLES)
-        self._outputs = _role_map(list(outputs), _OUTPUT_ROLES)
+        self._inputs = _role_map(list(inputs), INPUT_NAMES)
+        self._outputs = _role_map(list(outputs), OUTPUT_NAMES)
         if 'logits' not in self._outputs:
             raise BackendUnavailable(f'engine {engine_path} has no logits output (outputs: {list(outputs)})')
         self._engine_shapes = {role: inputs[name][0] for role, name in self._inputs.items()}
@@ -441,8 +449,7 @@ class TensorRTBackend(InferenceBackend):
             self._host_buffers[tname] = torch.empty(shape, dtype=tdtype, pin_memory=True)
             if not context.set_tensor_address(tname, dev.data_ptr()):
                 raise BackendUnavailable(f'TensorRT rejected the buffer for {tname}' + _recent_errors(logger))
-        heads = tuple(modality_heads) if modality_heads else ('audio', 'visual')
-        self._real_outputs = {'logits'} | {f'{m}_logits' for m in heads}
+        self._real_outputs = set(real_outputs(modality_heads or None))
         self.info.update({
             'backend': 'tensorrt', 'engine_path': str(engine_path), 'trt_version': str(trt.__version__),
             'gpu': device.name, 'compute_capability': device.compute_capability,
@@ -565,7 +572,6 @@ def _cache_info(result: CacheResult, key: EngineKey | None, onnx_path: Path | No
 
 def _apply_card_shapes(backend: TensorRTBackend, card) -> None:
     """Check the engine against the card's window shapes (time first) at the engine's static batch."""
-    from .shapes import expected_shapes
     pre = getattr(card, 'preprocessing', None)
     if pre is None:
         return
@@ -573,13 +579,20 @@ def _apply_card_shapes(backend: TensorRTBackend, card) -> None:
     batches = {shape[1] for shape in engine_shapes.values() if len(shape) > 1}
     if len(batches) != 1:
         raise BackendUnavailable(f'engine inputs {engine_shapes} are not (T, B, C, H, W) windows with one batch size')
-    audio, visual = expected_shapes(pre, batches.pop())
+    audio, visual = input_shapes(pre, batches.pop())
     backend.set_window_shapes({'audio': audio, 'visual': visual})
 
 
-def create(card, **options) -> TensorRTBackend:
-    """Backend factory used by :func:`~av_snn_ros.backends.base.create_backend` (warmed up when returned)."""
-    opts = TensorRTOptions.from_options(options)     # a bad value is a config error: raised, never skipped
+#: the options class :func:`av_snn_ros.backends.base.create_backend` validates for this backend
+Options = TensorRTOptions
+
+
+def create(card, options: TensorRTOptions | None = None) -> TensorRTBackend:
+    """Backend factory used by :func:`~av_snn_ros.backends.base.create_backend` (warmed up when returned).
+
+    ``create_backend`` validates the options first: a bad value is a config error, raised, never skipped.
+    """
+    opts = options or TensorRTOptions()
     import_tensorrt()            # the two cheapest, most common reasons to fall back, checked first
     cuda_device()
     with _api_errors_as_unavailable():

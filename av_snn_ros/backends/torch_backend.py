@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from ..contract import check_inputs
 from ..model_card import ModelCard, ModelFileError
-from .base import BackendUnavailable, InferenceBackend, InferenceResult
-from .shapes import check_inputs
+from .base import (MAX_THREADS, BackendUnavailable, InferenceBackend, InferenceResult, check_threads, option,
+                   options_from_mapping)
 
 DEVICES = ('auto', 'cpu', 'cuda')     # auto: cuda when torch sees a GPU, else cpu
 #: input shapes with a captured graph at most (each holds its own memory pool); others run eagerly
@@ -32,6 +34,36 @@ MAX_CUDA_GRAPHS = 4
 CAPTURE_WARMUP_PASSES = 3
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TorchOptions:
+    """The torch backend's options (the node's ``backend.*`` parameters of the same names)."""
+
+    threads: int | None = option(None, 'CPU threads for torch / onnxruntime (0: library default).', unset=0,
+                                 range=(0, MAX_THREADS))
+    device: str = option('auto', 'torch backend device: auto (cuda when torch sees a GPU), cpu or cuda. With '
+                         'backend auto and no TensorRT, a GPU makes the node time onnxruntime (CPU) against '
+                         'torch (CUDA) at start-up and keep the faster; cpu rules the GPU out.', choices=DEVICES)
+    cuda_graph: bool = option(True, 'torch backend on CUDA: replay each window from a captured CUDA graph '
+                              '(eager while forward hooks, e.g. the energy meter, are attached).')
+    native_kernels: bool = option(False, 'torch backend on the CPU: event-driven spiking convolutions and '
+                                  'one-pass neurons compiled from C on first use (needs a C compiler; MISNet-XS '
+                                  '128x128 3.5x faster than eager torch, same outputs). Needs backend.name torch.')
+
+    def __post_init__(self) -> None:
+        check_threads(self.threads)
+        if self.device not in DEVICES:
+            raise ValueError(f'torch device must be one of {", ".join(DEVICES)}, got {self.device!r}')
+
+    @classmethod
+    def from_options(cls, values: Mapping[str, Any]) -> 'TorchOptions':
+        """Validated options from a mapping of this backend's keys (None: unset)."""
+        return options_from_mapping(cls, values)
+
+
+#: the options class :func:`av_snn_ros.backends.base.create_backend` validates for this backend
+Options = TorchOptions
 
 
 class TorchBackend(InferenceBackend):
@@ -46,8 +78,7 @@ class TorchBackend(InferenceBackend):
             import torch
         except ImportError as exc:   # pragma: no cover - torch is a hard dependency of the zoo
             raise BackendUnavailable(f'torch is not installed: {exc}') from exc
-        if device not in DEVICES:
-            raise ValueError(f'torch device must be one of {", ".join(DEVICES)}, got {device!r}')
+        TorchOptions(threads=threads, device=device)      # the one validation of these values
         if device == 'auto':
             device = 'cuda' if torch.cuda.is_available() else 'cpu'
         if device == 'cuda' and not torch.cuda.is_available():
@@ -72,8 +103,6 @@ class TorchBackend(InferenceBackend):
             torch.backends.cudnn.allow_tf32 = False
             torch.backends.cuda.matmul.allow_tf32 = False
         if threads is not None:
-            if int(threads) < 1:
-                raise ValueError(f'threads must be >= 1, got {threads}')
             # Process-wide in torch: the node owns its process, so this is the node's CPU budget.
             torch.set_num_threads(int(threads))
         self._torch = torch
@@ -162,8 +191,8 @@ class TorchBackend(InferenceBackend):
             self._torch.cuda.empty_cache()
 
 
-def create(card: ModelCard, threads: int | None = None, device: str = 'auto', cuda_graph: bool = True,
-           native_kernels: bool = False, **_options: Any) -> TorchBackend:
-    """Factory for :func:`av_snn_ros.backends.base.create_backend` (other backends' options are ignored)."""
-    return TorchBackend(card, threads=threads, device=device, cuda_graph=cuda_graph,
-                        native_kernels=native_kernels)
+def create(card: ModelCard, options: TorchOptions | None = None) -> TorchBackend:
+    """Factory for :func:`av_snn_ros.backends.base.create_backend`."""
+    options = options or TorchOptions()
+    return TorchBackend(card, threads=options.threads, device=options.device, cuda_graph=options.cuda_graph,
+                        native_kernels=options.native_kernels)

@@ -1,5 +1,10 @@
 """Model registry: families register a builder; variants are YAML files in ``models/configs/``.
 
+A family registers itself with the :func:`register_family` decorator (timm's ``register_model``
+pattern) when its module is imported; ``av_snn_ros/models/__init__.py`` imports the built-in family
+modules, and Python runs that file before any ``av_snn_ros.models.*`` module, so the registry is full
+whenever it is reachable. A new family is a new module with a decorated builder, imported there.
+
 A family builder is ``builder(cfg) -> nn.Module`` whose first parameter is annotated with the family's
 frozen config dataclass. A variant file ``models/configs/<name>.yaml`` holds ``family`` and ``args``
 (the config fields). :func:`create_model` lays the caller's non-``None`` overrides on top of ``args`` and
@@ -9,7 +14,6 @@ builds the config strictly (``av_snn_ros.config.from_dict``): an unknown key or 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import inspect
 import typing
 from pathlib import Path
@@ -21,8 +25,6 @@ from ..config import from_dict, load_yaml
 from ..paths import models_dir
 
 CONFIG_SUBDIR = 'configs'
-# Modules whose import registers the built-in families.
-_FAMILY_MODULES = ('av_snn_ros.models.misnet', 'av_snn_ros.models.baselines', 'av_snn_ros.models.scmrl')
 
 _FAMILIES: dict[str, tuple[type, Callable[[Any], nn.Module]]] = {}
 
@@ -47,11 +49,6 @@ def register_family(name: str, config_cls: type | None = None) -> Callable:
     return decorator
 
 
-def _load_families() -> None:
-    for module in _FAMILY_MODULES:
-        importlib.import_module(module)
-
-
 def config_dir() -> Path:
     """Folder with the variant YAML files."""
     return models_dir() / CONFIG_SUBDIR
@@ -64,7 +61,7 @@ def list_models() -> list[str]:
 
 
 def list_families() -> list[str]:
-    _load_families()
+    """Names of the registered model families, sorted."""
     return sorted(_FAMILIES)
 
 
@@ -87,7 +84,6 @@ def variant_spec(name: str) -> tuple[str, dict]:
 def model_config(name: str, **overrides: Any) -> Any:
     """The strict config dataclass of variant ``name`` with non-``None`` ``overrides`` applied."""
     family, args = variant_spec(name)
-    _load_families()
     if family not in _FAMILIES:
         raise ValueError(f'model {name!r} names unknown family {family!r}; known: {", ".join(sorted(_FAMILIES))}')
     cls, _ = _FAMILIES[family]

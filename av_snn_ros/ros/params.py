@@ -13,18 +13,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..backends.base import available_backends
+from ..backends.base import available_backends, backend_parameters, options_from_parameters
 from ..windowing import GAP_POLICIES, WindowParams
 from .conversions import DEFAULT_MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE
 
 RELIABILITIES = ('auto', 'best_effort', 'reliable')
-#: Isaac ROS TensorRT node parameter names, passed to the TensorRT backend as options
-TENSORRT_OPTIONS = ('model_file_path', 'engine_file_path', 'force_engine_update', 'enable_fp16',
-                    'max_workspace_size', 'dla_core')
-#: Isaac ROS defaults where they make sense here (fp16 on; a cached engine is reused, not rebuilt)
-DEFAULT_MAX_WORKSPACE_BYTES = 1 << 26
-DLA_CORE_GPU = -1
-MAX_THREADS = 256
 
 
 def _default_card() -> str:
@@ -64,28 +57,10 @@ def param_specs() -> tuple[ParamSpec, ...]:
         ParamSpec('backend.name', 'auto', 'Inference backend; auto tries tensorrt, onnxruntime, torch in that '
                   'order and reports why it skipped any (with a GPU but no TensorRT it times onnxruntime '
                   'against torch on CUDA and keeps the faster).', choices=tuple(available_backends()), read_only=True),
-        ParamSpec('backend.threads', 0, 'CPU threads for torch / onnxruntime (0: library default).',
-                  range=(0, MAX_THREADS), read_only=True),
-        ParamSpec('backend.device', 'auto', 'torch backend device: auto (cuda when torch sees a GPU), cpu or '
-                  'cuda. With backend auto and no TensorRT, a GPU makes the node time onnxruntime (CPU) '
-                  'against torch (CUDA) at start-up and keep the faster; cpu rules the GPU out.',
-                  choices=('auto', 'cpu', 'cuda'), read_only=True),
-        ParamSpec('backend.cuda_graph', True, 'torch backend on CUDA: replay each window from a captured CUDA '
-                  'graph (eager while forward hooks, e.g. the energy meter, are attached).', read_only=True),
-        ParamSpec('backend.native_kernels', False, 'torch backend on the CPU: event-driven spiking '
-                  'convolutions and one-pass neurons compiled from C on first use (needs a C compiler; '
-                  'MISNet-XS 128x128 3.5x faster than eager torch, same outputs). Needs backend.name torch.', read_only=True),
-        ParamSpec('backend.model_file_path', '', 'TensorRT: ONNX file to build the engine from '
-                  '(empty: the card\'s ONNX).', read_only=True),
-        ParamSpec('backend.engine_file_path', '', 'TensorRT: engine file to load or write (empty: the '
-                  'content-addressed engine cache).', read_only=True),
-        ParamSpec('backend.force_engine_update', False, 'TensorRT: rebuild the engine even if a valid one '
-                  'is cached.', read_only=True),
-        ParamSpec('backend.enable_fp16', True, 'TensorRT: allow FP16 kernels.', read_only=True),
-        ParamSpec('backend.max_workspace_size', DEFAULT_MAX_WORKSPACE_BYTES, 'TensorRT: builder workspace '
-                  'limit in bytes.', range=(1 << 20, 1 << 40), read_only=True),
-        ParamSpec('backend.dla_core', DLA_CORE_GPU, 'TensorRT: DLA core to run on (-1: GPU).',
-                  range=(-1, 7), read_only=True),
+        # one parameter per backend option, derived from the backends' options dataclasses (defaults,
+        # descriptions, ranges have one owner: the backend); TensorRT's keep Isaac ROS's names
+        *(ParamSpec(f'backend.{p.name}', p.default, p.description, range=p.range, choices=p.choices,
+                    read_only=True) for p in backend_parameters()),
         ParamSpec('window.hop_s', _W.hop_s, 'Seconds between window starts; starts lie on multiples of '
                   'hop_s in sensor time. Window length and timesteps come from the model card.',
                   range=(0.01, 60.0)),
@@ -260,16 +235,8 @@ def read_settings(values: dict[str, Any]) -> NodeSettings:
     if not checked['model.card']:
         raise ValueError('model.card is empty and no shipped default model was found; '
                          'pass -p model.card:=/path/to/card.yaml')
-    options: dict[str, Any] = {}
-    if checked['backend.threads']:
-        options['threads'] = checked['backend.threads']
-    options['device'] = checked['backend.device']
-    options['cuda_graph'] = checked['backend.cuda_graph']
-    options['native_kernels'] = checked['backend.native_kernels']
-    for key in TENSORRT_OPTIONS:
-        value = checked[f'backend.{key}']
-        if value != '':
-            options[key] = value
+    options = options_from_parameters({name[len('backend.'):]: value for name, value in checked.items()
+                                       if name.startswith('backend.') and name != 'backend.name'})
     window = WindowParams(hop_s=checked['window.hop_s'], max_frame_age_s=checked['window.max_frame_age_s'],
                           gap_policy=checked['window.gap_policy'], max_gap_s=checked['window.max_gap_s'],
                           gap_tolerance_s=checked['window.gap_tolerance_s'],

@@ -45,7 +45,11 @@ _OMP_POLICY_PRESET = 'OMP_WAIT_POLICY' in os.environ
 _TORCH_PRELOADED = 'torch' in sys.modules
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
-from . import profiling  # noqa: E402  (after the OpenMP policy)
+from . import node_bench, profiling  # noqa: E402  (after the OpenMP policy)
+from ..parity import agreement  # noqa: E402
+from ..timing import time_interleaved  # noqa: E402
+from .cpu_identity import (NO_REFERENCE, CpuIdentity, cpu_identity, load_reference_timings,  # noqa: E402
+                           reference_for)
 
 DEFAULT_MODELS = ('misnet_xs',)
 DEFAULT_INPUT_SIZE = 128
@@ -59,8 +63,6 @@ PROFILE_ITERATIONS, QUICK_PROFILE_ITERATIONS = 3, 1
 GEMM_REPEATS, QUICK_GEMM_REPEATS = 10, 3    # products per GEMM measurement (the best one counts)
 CALIBRATION_PASSES = 3           # BN statistics passes for an untrained registry model
 CALIBRATION_NOISE = 0.1          # std of the noise added to the bench input for those passes
-#: S-CMRL's reference implementation, E=256, T=4, 128x128, batch 1, 2 cores (notes/s-cmrl-architecture.md)
-SCMRL_REFERENCE_MS = 160.0
 SCMRL_FAMILY = 'scmrl'
 SPEEDUP_TARGET = 3.0             # optimised backend vs eager torch; S-CMRL vs its reference
 NODE_FALLBACK_MODEL = 'misnet_tiny'   # the default model's architecture, when no card is shipped yet
@@ -97,10 +99,11 @@ class Target:
 def machine_info() -> dict:
     """CPU, cores, load and library versions: the context every number in the report needs."""
     import torch
+    cpu = cpu_identity()
     info: dict[str, Any] = {
         'platform': platform.platform(), 'python': platform.python_version(), 'torch': torch.__version__,
         'cpu_count_logical': os.cpu_count(), 'torch_threads': torch.get_num_threads(),
-        'cpu_model': _cpu_model(), 'loadavg_1_5_15': list(os.getloadavg()),
+        'cpu': cpu.as_dict(), 'cpu_model': cpu.model_name, 'loadavg_1_5_15': list(os.getloadavg()),
     }
     try:
         import onnxruntime
@@ -120,16 +123,6 @@ def machine_info() -> dict:
     return info
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'):
-                return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or 'unknown'
-
-
 # ------------------------------------------------------------------------------------------ targets
 
 def _inputs(pre_cfg, batch: int, data_root: Path | None, seed: int = 0) -> tuple[np.ndarray, np.ndarray, str]:
@@ -138,7 +131,7 @@ def _inputs(pre_cfg, batch: int, data_root: Path | None, seed: int = 0) -> tuple
         from .export import real_window
         audio, visual = real_window(pre_cfg, data_root, batch)
         return audio, visual, 'real'
-    from .export import input_shapes
+    from ..contract import input_shapes
     rng = np.random.default_rng(seed)
     a_shape, v_shape = input_shapes(pre_cfg, batch)
     return (rng.standard_normal(a_shape).astype(np.float32),
@@ -154,7 +147,7 @@ def _calibrate_batchnorm(model, audio: np.ndarray, visual: np.ndarray, passes: i
     """
     import torch
 
-    from .models.blocks import calibrate_batchnorm
+    from ..models.blocks import calibrate_batchnorm
     gen = torch.Generator().manual_seed(0)
     a, v = torch.from_numpy(audio), torch.from_numpy(visual)
     batches = [(a + CALIBRATION_NOISE * torch.randn(a.shape, generator=gen),
@@ -164,7 +157,7 @@ def _calibrate_batchnorm(model, audio: np.ndarray, visual: np.ndarray, passes: i
 
 def card_target(card_path: Path, batch: int, data_root: Path | None) -> Target:
     """A model card as shipped: its weights, its ONNX export and its preprocessing."""
-    from .model_card import ModelCard
+    from ..model_card import ModelCard
     card = ModelCard.load(card_path)
     audio, visual, kind = _inputs(card.preprocessing, batch, data_root)
     return Target(label=f'card:{card.name}', source='card', card=card, audio=audio, visual=visual,
@@ -175,8 +168,8 @@ def registry_target(name: str, input_size: int, timesteps: int, batch: int, data
                     workdir: Path) -> Target:
     """A registered model at the given geometry, BN-calibrated, written as a card (weights + ONNX)."""
     from .export import preprocess_config_for, write_model_card
-    from .model_card import ModelCard
-    from .models.registry import create_model
+    from ..model_card import ModelCard
+    from ..models.registry import create_model
     overrides = {'input_size': [input_size, input_size], 'timesteps': timesteps}
     model = create_model(name, **overrides)
     pre_cfg = preprocess_config_for(model)
@@ -223,19 +216,50 @@ def _backend_path(name: str, backend, target: Target, build_s: float, reference:
     ``reference``: run the torch backend's model with its training-time computations
     (:func:`~av_snn_ros.models.neurons.reference_paths`), the eager baseline.
     """
-    from .models.neurons import reference_paths
+    from ..models.neurons import reference_paths
     a, v = target.audio, target.visual
 
     def run() -> tuple[np.ndarray, ...]:
         with reference_paths() if reference else contextlib.nullcontext():
             res = backend.infer(a, v)
-        zeros = np.zeros_like(res.logits)
-        return (res.logits, res.audio_logits if res.audio_logits is not None else zeros,
-                res.visual_logits if res.visual_logits is not None else zeros)
+        return tuple(res.outputs().values())
     info = {k: v for k, v in backend.info.items() if k != 'fallback_from'}
     if reference:
         info['computations'] = 'reference (training-time): per-step neurons, conv then batch norm, NCHW'
     return InferencePath(name, run, build_s, {'backend': backend.name, **info})
+
+
+#: each backend path the bench times: path name -> (backend, its options beyond the bench's thread
+#: budget), validated by the backend's own options class; eager torch is the FAST backend's model run
+#: with the training-time computations
+BACKEND_PATHS: dict[str, tuple[str, dict[str, Any]]] = {
+    FAST: ('torch', {'device': 'cpu'}),                              # what the node runs on a CPU
+    NATIVE: ('torch', {'device': 'cpu', 'native_kernels': True}),
+    ORT: ('onnxruntime', {}),
+    ORT_NOSPIN: ('onnxruntime', {'allow_spinning': False}),
+    TORCH_CUDA: ('torch', {'device': 'cuda', 'cuda_graph': True}),
+    TORCH_CUDA_EAGER: ('torch', {'device': 'cuda', 'cuda_graph': False}),
+    TENSORRT: ('tensorrt', {}),
+}
+
+
+def path_options(path: str, threads: int) -> tuple[str, dict[str, Any]]:
+    """``(backend, options)`` of bench path ``path``: its options plus the CPU thread budget where the
+    backend takes one (a GPU path keeps the CPU paths' thread setting, as before)."""
+    from ..backends.base import option_names
+    backend, options = BACKEND_PATHS[path]
+    if path not in GPU_PATHS and 'threads' in option_names()[backend]:
+        options = {**options, 'threads': threads}
+    return backend, options
+
+
+def _build(path: str, target: Target, threads: int):
+    """The backend of bench path ``path`` for the target's card, and the seconds it took to build."""
+    from ..backends.base import create_backend
+    t0 = time.perf_counter()
+    backend, options = path_options(path, threads)
+    built = create_backend(backend, target.card, **options).backend
+    return built, time.perf_counter() - t0
 
 
 def build_paths(target: Target, threads: int, compile_torch: bool,
@@ -243,20 +267,16 @@ def build_paths(target: Target, threads: int, compile_torch: bool,
     """Eager torch, the torch fast paths, optionally ``torch.compile``, onnxruntime and (``cuda``) the GPU
     backends; skipped ones with reasons."""
     import torch
-    from .backends.base import BackendUnavailable
-    from .backends.torch_backend import TorchBackend
+    from ..backends.base import BackendUnavailable
     paths: dict[str, InferencePath] = {}
     skipped: dict[str, str] = {}
-    t0 = time.perf_counter()
-    torch_backend = TorchBackend(target.card, threads=threads, device='cpu')   # what the node runs on a CPU
-    build_s = time.perf_counter() - t0
+    torch_backend, build_s = _build(FAST, target, threads)
     paths[EAGER] = _backend_path(EAGER, torch_backend, target, build_s, reference=True)
     paths[FAST] = _backend_path(FAST, torch_backend, target, build_s)
     model = torch_backend.model
-    t0 = time.perf_counter()
     try:      # compiles the C kernels on first use (seconds, then cached)
-        native = TorchBackend(target.card, threads=threads, device='cpu', native_kernels=True)
-        paths[NATIVE] = _backend_path(NATIVE, native, target, time.perf_counter() - t0)
+        native, build_s = _build(NATIVE, target, threads)
+        paths[NATIVE] = _backend_path(NATIVE, native, target, build_s)
     except BackendUnavailable as exc:   # no C compiler: reported, the rest still runs (a kernel bug is not)
         skipped[NATIVE] = ' '.join(f'{type(exc).__name__}: {exc}'.split())[:400]
     if compile_torch:
@@ -272,17 +292,17 @@ def build_paths(target: Target, threads: int, compile_torch: bool,
             skipped[COMPILED] = f'{type(exc).__name__}: {exc}'.splitlines()[0]
     else:
         skipped[COMPILED] = 'not requested (--compile)'
-    t0 = time.perf_counter()
-    try:
-        from .backends.onnxruntime_backend import create as create_ort
-        paths[ORT] = _backend_path(ORT, create_ort(target.card, threads=threads), target, 0.0)
-        paths[ORT].build_s = time.perf_counter() - t0
-    except Exception as exc:   # BackendUnavailable, ModelFileError: reported, the rest still runs
-        skipped[ORT] = f'{type(exc).__name__}: {exc}'
-    if ORT in paths and threads > 1:
-        paths[ORT_NOSPIN] = _ort_nospin_path(target, threads)
-    elif ORT in paths:
-        skipped[ORT_NOSPIN] = 'one intra-op thread: nothing spins'
+    for name in (ORT, ORT_NOSPIN):
+        if name == ORT_NOSPIN and ORT in paths and threads == 1:
+            skipped[ORT_NOSPIN] = 'one intra-op thread: nothing spins'
+            continue
+        if name == ORT_NOSPIN and ORT not in paths:
+            continue
+        try:
+            backend, build_s = _build(name, target, threads)
+            paths[name] = _backend_path(name, backend, target, build_s)
+        except Exception as exc:   # BackendUnavailable, ModelFileError: reported, the rest still runs
+            skipped[name] = f'{type(exc).__name__}: {exc}'
     if cuda:
         paths.update(_gpu_paths(target, skipped))
     else:
@@ -297,58 +317,20 @@ def _gpu_paths(target: Target, skipped: dict[str, str]) -> dict[str, InferencePa
     Both hand numpy back, so every timed call includes the host-device copies and a synchronisation,
     as in the node. A backend that cannot be built is reported as skipped with its reason.
     """
-    from .backends.base import BackendUnavailable
-    from .backends.torch_backend import TorchBackend
-    from .model_card import ModelFileError
+    from ..backends.base import BackendUnavailable
+    from ..model_card import ModelFileError
     paths: dict[str, InferencePath] = {}
-    for name, graph in ((TORCH_CUDA, True), (TORCH_CUDA_EAGER, False)):
+    for name in (TORCH_CUDA, TORCH_CUDA_EAGER):
         t0 = time.perf_counter()
-        backend = TorchBackend(target.card, device='cuda', cuda_graph=graph)   # threads: the CPU paths' stay
+        backend, _ = _build(name, target, threads=1)
         backend.warmup(target.audio, target.visual)          # the graph is captured on the first call
         paths[name] = _backend_path(name, backend, target, time.perf_counter() - t0)
-    t0 = time.perf_counter()
     try:
-        from .backends.tensorrt_backend import create as create_trt
-        trt = create_trt(target.card)        # builds or reuses the cached engine, then warms up
-        paths[TENSORRT] = _backend_path(TENSORRT, trt, target, time.perf_counter() - t0)
+        backend, build_s = _build(TENSORRT, target, threads=1)   # builds or reuses the cached engine, warms up
+        paths[TENSORRT] = _backend_path(TENSORRT, backend, target, build_s)
     except (BackendUnavailable, ModelFileError) as exc:
         skipped[TENSORRT] = f'{type(exc).__name__}: {exc}'
     return paths
-
-
-def _ort_nospin_path(target: Target, threads: int) -> InferencePath:
-    """onnxruntime with ``session.intra_op.allow_spinning = 0``.
-
-    Spinning worker threads win on an idle machine and lose badly when the cores are shared (a robot
-    computer runs drivers too); timing both shows which one this machine wants.
-    """
-    import onnxruntime as ort
-    t0 = time.perf_counter()
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    options.add_session_config_entry('session.intra_op.allow_spinning', '0')
-    session = ort.InferenceSession(str(target.card.verified_onnx()), sess_options=options,
-                                   providers=['CPUExecutionProvider'])
-    names = [o.name for o in session.get_outputs()]
-    feed = {'audio': target.audio, 'visual': target.visual}
-
-    def run() -> tuple[np.ndarray, ...]:
-        out = dict(zip(names, session.run(names, feed)))
-        logits = out['logits']
-        return (logits, out.get('audio_logits', np.zeros_like(logits)), out.get('visual_logits', np.zeros_like(logits)))
-    return InferencePath(ORT_NOSPIN, run, time.perf_counter() - t0,
-                         {'backend': 'onnxruntime session (bench)', 'threads': threads, 'allow_spinning': 0})
-
-
-def agreement(reference: tuple[np.ndarray, ...], other: tuple[np.ndarray, ...], heads: tuple[str, ...]) -> dict:
-    """argmax equality of the fused logits and max |diff| over the outputs the model really has."""
-    names = ('logits', 'audio_logits', 'visual_logits')
-    used = [i for i, n in enumerate(names) if i == 0 or n.split('_')[0] in heads]
-    diff = max(float(np.max(np.abs(reference[i] - other[i]))) for i in used)
-    return {'argmax_equal': bool(np.array_equal(reference[0].argmax(-1), other[0].argmax(-1))),
-            'max_abs_diff': diff, 'logits_nonzero': bool(np.any(reference[0] != 0))}
 
 
 # --------------------------------------------------------------------------------------------- bench
@@ -363,7 +345,7 @@ def bench_target(target: Target, threads: int, compile_torch: bool, quick: bool,
     outputs = {name: p.run() for name, p in paths.items()}
     heads = tuple(target.card.modality_heads)
     agree = {name: agreement(outputs[EAGER], out, heads) for name, out in outputs.items() if name != EAGER}
-    stats = profiling.time_interleaved(
+    stats = time_interleaved(
         {name: p.run for name, p in paths.items()}, warmup=1 if quick else 2,
         min_rounds=QUICK_MIN_ROUNDS if quick else MIN_ROUNDS,
         min_time_s=QUICK_MIN_TIME_S if quick else MIN_TIME_S)
@@ -401,21 +383,43 @@ def bench_target(target: Target, threads: int, compile_torch: bool, quick: bool,
         section['gpu_best_path'] = gpu_best
         section['gpu_best_speedup_vs_eager'] = gpu[gpu_best]['speedup_vs_eager_p50']
     if target.card.model.startswith(SCMRL_FAMILY) and best is not None:
-        # the reference's 160 ms is for E=256, T=4, 128x128, batch 1; other geometries are not comparable
-        comparable = (target.card.model == SCMRL_FAMILY and target.audio.shape[:2] == (4, 1)
-                      and tuple(target.audio.shape[-2:]) == (128, 128))
         fastest = min(e['per_sample_p50_ms'] for n, e in section['paths'].items() if n not in GPU_PATHS)
-        section['scmrl_reference'] = {
-            'reference_ms_per_sample': SCMRL_REFERENCE_MS, 'ours_best_ms_per_sample': fastest,
-            'speedup_vs_reference': SCMRL_REFERENCE_MS / fastest,
-            'comparable': comparable,
-            'target_met': SCMRL_REFERENCE_MS / fastest >= SPEEDUP_TARGET if comparable else None}
+        section['scmrl_reference'] = reference_comparison(target.card.model, target.audio.shape, threads, fastest)
     iterations = QUICK_PROFILE_ITERATIONS if quick else PROFILE_ITERATIONS
     # where the time goes in the fastest torch path (the reference's profile is in docs/performance.md)
     section['profiled_path'] = FAST
     section['stage_profile_ms'] = profiling.stage_profile(model, eager_model_inputs, iterations=iterations)
     section['top_ops'] = profiling.op_profile(paths[FAST].run)
     return section
+
+
+def reference_comparison(model: str, audio_shape: tuple[int, ...], threads: int, ours_ms: float,
+                         identity: CpuIdentity | None = None, table: dict | None = None) -> dict[str, Any]:
+    """Our fastest CPU time per sample against the S-CMRL reference measured on *this* CPU.
+
+    The reference row comes from ``reference_timings.yaml`` by CPU identity; with no row for this CPU
+    there is no ratio (``speedup_vs_reference`` None, ``no_reference`` says so). A ratio needs the
+    reference's geometry and thread count too (``comparable``). The ratio divides the row's lower bound
+    (the conservative one); ``speedup_range`` spans the row.
+    """
+    identity = identity or cpu_identity()
+    table = table or load_reference_timings()
+    ref = table['reference']
+    row = reference_for(identity, table['rows'])
+    comparable = (model == ref['model'] and tuple(audio_shape[:2]) == (ref['timesteps'], ref['batch'])
+                  and list(audio_shape[-2:]) == list(ref['input_size']) and threads == ref['threads'])
+    out: dict[str, Any] = {
+        'reference': ref, 'cpu': identity.as_dict(), 'ours_best_ms_per_sample': ours_ms, 'comparable': comparable,
+        'reference_row': row, 'reference_ms_per_sample': None, 'speedup_vs_reference': None,
+        'speedup_range': None, 'target_met': None}
+    if row is None:
+        out['no_reference'] = NO_REFERENCE
+        return out
+    low, high = row['p50_ms_batch1']
+    out.update({'reference_ms_per_sample': [low, high], 'speedup_vs_reference': low / ours_ms,
+                'speedup_range': [low / ours_ms, high / ours_ms],
+                'target_met': low / ours_ms >= SPEEDUP_TARGET if comparable else None})
+    return out
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -442,10 +446,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--no-node', action='store_true',
                         help='skip the end-to-end node replay')
     parser.add_argument('--node-seconds', type=float, default=None,
-                        help=f'seconds of real-time sensor data for the node replay (default {NODE_SECONDS:g}, '
-                             f'--quick {QUICK_NODE_SECONDS:g})')
+                        help=f'seconds of real-time sensor data for the node replay (default {node_bench.NODE_SECONDS:g}, '
+                             f'--quick {node_bench.QUICK_NODE_SECONDS:g})')
     parser.add_argument('--node-params', type=Path, default=None,
-                        help=f'node parameter file for the replay (default: the shipped {NODE_PARAMS_FILE})')
+                        help=f'node parameter file for the replay (default: the shipped {node_bench.NODE_PARAMS_FILE})')
     parser.add_argument('--node-backend', default='auto',
                         help='backend of the node replay (default auto: what a robot gets)')
     parser.add_argument('--data-root', type=Path, default=None,
@@ -473,7 +477,7 @@ def run(args: argparse.Namespace) -> dict:
     """Run the bench described by ``args`` and return the report (also used by tests)."""
     import torch
 
-    from .paths import default_data_root, default_model_card
+    from ..paths import default_data_root, default_model_card
     _validate(args)
     cuda = _use_cuda(args.cuda)
     torch.set_num_threads(args.threads)
@@ -527,13 +531,31 @@ def run(args: argparse.Namespace) -> dict:
             # the peak is the CPU's: a GPU path's fraction of it would mean nothing
             cpu = name not in GPU_PATHS
             entry['fraction_of_gemm_peak'] = entry['achieved_gflops'] / peak if entry['achieved_gflops'] and cpu else None
+    for m in models:
+        ref = m.get('scmrl_reference') or {}
+        if ref.get('reference_row'):
+            ref['gemm_check'] = gemm_check(peak, ref['reference_row'])
     report['machine']['loadavg_end'] = list(os.getloadavg())
     return report
 
 
+#: a run whose GEMM peak lies outside [1/f, f] x the reference row's GEMM is flagged: the machine is
+#: loaded, throttled or not the kind the row was measured on, and the ratio is not to be trusted
+GEMM_MISMATCH_FACTOR = 1.5
+
+
+def gemm_check(peak_gflops: float, row: dict) -> dict[str, Any]:
+    """This run's GEMM peak against the one recorded with the reference row (same CPU kind)."""
+    low, high = row['fp32_gemm_gflops']
+    ok = low / GEMM_MISMATCH_FACTOR <= peak_gflops <= high * GEMM_MISMATCH_FACTOR
+    return {'this_run_gflops': peak_gflops, 'reference_row_gflops': [low, high], 'consistent': ok,
+            'note': None if ok else (f'GEMM {peak_gflops:.0f} GFLOP/s here vs {low:g}-{high:g} when the reference was '
+                                     'measured: loaded machine or another CPU kind; the ratio is not comparable')}
+
+
 def _node_section(args: argparse.Namespace, data_root: Path | None, workdir: Path, models: list[dict]) -> dict:
     """The node replay of the card model (or, without a card, of a MISNet-tiny card written here)."""
-    from .paths import default_model_card
+    from ..paths import default_model_card
     if data_root is None:
         return {'skipped': 'no AV digits data (--data-root) to replay'}
     card = next((Path(m['card']) for m in models if m['source'] == 'card'), None)
@@ -547,9 +569,12 @@ def _node_section(args: argparse.Namespace, data_root: Path | None, workdir: Pat
         card = Path(target.card.path)
         note = (f'no shipped default model: an untrained BN-calibrated {NODE_FALLBACK_MODEL} card at '
                 f'{NODE_FALLBACK_SIZE}x{NODE_FALLBACK_SIZE} stands in (same pipeline cost, meaningless accuracy)')
-    seconds = args.node_seconds or (QUICK_NODE_SECONDS if args.quick else NODE_SECONDS)
+    seconds = args.node_seconds or (node_bench.QUICK_NODE_SECONDS if args.quick else node_bench.NODE_SECONDS)
     print(f'av-snn bench: node replay of {card} for {seconds:g} s at real time ...', file=sys.stderr, flush=True)
-    section = bench_node(card, args.node_backend, args.threads, seconds, data_root, workdir, args.node_params)
+    # the node process gets the caller's environment, not the bench's own OpenMP default
+    section = node_bench.bench_node(card, args.node_backend, args.threads, seconds, data_root, workdir,
+                                    args.node_params,
+                                    node_env_drop=() if _OMP_POLICY_PRESET else ('OMP_WAIT_POLICY',))
     if note:
         section['note'] = note
     return section
@@ -558,7 +583,10 @@ def _node_section(args: argparse.Namespace, data_root: Path | None, workdir: Pat
 def summary(report: dict) -> str:
     """A short text table of the report for the terminal."""
     g = report['gemm']
-    lines = [f'GEMM fp32 {g["size"]}^3, {g["threads"]} threads: best {report["gemm_peak_gflops"]:.1f} GFLOP/s '
+    cpu = report['machine']['cpu']
+    lines = [f'CPU {cpu["model_name"]} (vendor {cpu["vendor"]}, family {cpu["family"]} model {cpu["model"]}, '
+             f'{cpu["logical_cpus"]} usable CPUs; {" ".join(cpu["flags"])})',
+             f'GEMM fp32 {g["size"]}^3, {g["threads"]} threads: best {report["gemm_peak_gflops"]:.1f} GFLOP/s '
              f'over the run (first median {g["median_gflops"]:.1f}); load avg '
              f'{report["machine"]["loadavg_1_5_15"][0]:.2f} at start, {report["machine"]["loadavg_end"][0]:.2f} at end']
     for m in report['models']:
@@ -576,15 +604,25 @@ def summary(report: dict) -> str:
             lines.append(f'  {name:<20}skipped: {why}')
         lines += [f'  note: {note}' for note in m['notes']]
         if 'scmrl_reference' in m:
-            r = m['scmrl_reference']
-            lines.append(f'  vs S-CMRL reference {r["reference_ms_per_sample"]:.0f} ms/sample: '
-                         f'{r["speedup_vs_reference"]:.2f}x')
+            lines.append('  vs the S-CMRL reference: ' + _reference_text(m['scmrl_reference']))
     for name, why in report.get('skipped', {}).items():
         lines.append(f'{name}: skipped: {why}')
     if report.get('node'):
-        lines.append(node_summary(report['node']))
+        lines.append(node_bench.node_summary(report['node']))
     lines += target_lines(report)
     return '\n'.join(lines)
+
+
+def _reference_text(r: dict) -> str:
+    """``2.10x the reference (79-80 ms/sample on this CPU)`` or the no-reference message, naming the CPU."""
+    cpu = r['cpu']
+    where = f'{cpu["model_name"]}, family {cpu["family"]} model {cpu["model"]}, {cpu["logical_cpus"]} CPUs'
+    if r['speedup_vs_reference'] is None:
+        return f'{r.get("no_reference", NO_REFERENCE)} ({where})'
+    low, high = r['reference_ms_per_sample']
+    gemm_note = (r.get('gemm_check') or {}).get('note')
+    return (f'{r["speedup_vs_reference"]:.2f}x the reference ({low:g}-{high:g} ms/sample measured on this CPU '
+            f'kind, {r["reference_row"]["date"]}; {where})' + (f' WARNING: {gemm_note}' if gemm_note else ''))
 
 
 def target_lines(report: dict) -> list[str]:
@@ -601,9 +639,10 @@ def target_lines(report: dict) -> list[str]:
                          'eager torch on the CPU (beside the target, which is the CPU\'s)')
         if 'scmrl_reference' in m:
             r = m['scmrl_reference']
-            lines.append(f'  {m["label"]}: {r["speedup_vs_reference"]:.2f}x the reference implementation '
-                         f'(>= {SPEEDUP_TARGET:g}x): ' + (verdict(r['target_met']) if r['comparable'] else
-                                                           'not comparable (the reference is E=256, T=4, 128x128)'))
+            verdict_text = (verdict(r['target_met']) if r['target_met'] is not None else
+                            'not comparable (the reference is E=256, T=4, 128x128, 2 threads)' if r['speedup_vs_reference']
+                            else 'not measurable here')
+            lines.append(f'  {m["label"]}: {_reference_text(r)} (>= {SPEEDUP_TARGET:g}x): {verdict_text}')
     node = report.get('node') or {}
     for key, text in (('no_dropped_windows', 'node: no dropped windows at real time'),
                       ('p99_within_inference_plus_10ms', 'node: end-to-end p99 <= inference p99 + 10 ms')):
@@ -623,266 +662,3 @@ def main(args: argparse.Namespace) -> int:
     print(summary(report))
     print(f'report: {args.json}')
     return 0
-
-
-# ------------------------------------------------------------------------------------------- node
-
-NODE_FPS = 30.0                   # camera rate of the real-time replay
-NODE_CHUNK_MS = 20.0              # microphone chunk length (16 kHz from the card's preprocessing)
-NODE_SECONDS, QUICK_NODE_SECONDS = 30.0, 8.0
-NODE_PARAMS_FILE = 'robot.yaml'   # the robot configuration: best-effort sensors, newest-wins queue
-CPU_SAMPLE_S = 0.25               # psutil sampling period of the node process
-NODE_LATENCY_MARGIN_S = 0.010     # target: end-to-end p99 <= node inference p99 + 10 ms
-#: the replay runs on a private ROS domain drawn from this range (above the usual 0..100 of tests and
-#: robots), discovery limited to this host: other graphs on the machine must not mix into the numbers
-PRIVATE_DOMAIN_RANGE = (101, 232)
-
-
-def private_domain() -> int:
-    """A random ROS domain id for an isolated replay; also limits discovery to localhost."""
-    import random
-    os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
-    current = os.environ.get('ROS_DOMAIN_ID')
-    while True:
-        domain = random.randint(*PRIVATE_DOMAIN_RANGE)
-        if str(domain) != current:
-            return domain
-
-
-class ProcessSampler:
-    """Samples CPU time and RSS of one process in a background thread (psutil)."""
-
-    def __init__(self, pid: int, period_s: float = CPU_SAMPLE_S) -> None:
-        import threading
-
-        import psutil
-        self.process = psutil.Process(pid)
-        self.period_s = period_s
-        self.samples: list[tuple[float, float, int, int]] = []   # (monotonic s, cpu s, rss bytes, threads)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name='bench-cpu-sampler', daemon=True)
-
-    def _sample(self) -> None:
-        import psutil
-        try:
-            with self.process.oneshot():
-                t = self.process.cpu_times()
-                self.samples.append((time.monotonic(), t.user + t.system, self.process.memory_info().rss,
-                                     self.process.num_threads()))
-        except psutil.Error:
-            self._stop.set()          # the process ended
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._sample()
-            self._stop.wait(self.period_s)
-
-    def start(self) -> 'ProcessSampler':
-        self._sample()
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5.0)
-
-    def cpu_percent(self, t0: float, t1: float) -> float | None:
-        """Mean CPU use between monotonic times ``t0`` and ``t1`` (100 = one core busy)."""
-        inside = [s for s in self.samples if t0 <= s[0] <= t1]
-        if len(inside) < 2 or inside[-1][0] <= inside[0][0]:
-            return None
-        return 100.0 * (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
-
-
-def _node_process(parent_pid: int, timeout_s: float = 10.0):
-    """The classifier child process that :func:`run_replay` started."""
-    import psutil
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for child in psutil.Process(parent_pid).children(recursive=True):
-            try:
-                if any('classifier_node' in part for part in child.cmdline()):
-                    return child
-            except psutil.Error:
-                continue
-        time.sleep(CPU_SAMPLE_S)
-    return None
-
-
-def make_node_bag(out: Path, card, seconds: float, data_root: Path, hop_s: float) -> dict:
-    """A bag of real AV-digits samples, ``seconds`` long, camera at NODE_FPS, 16 kHz audio chunks."""
-    from av_snn_training.data.av_digits import LABELS, AVDigits
-
-    from .replay.make_bag import RecordingConfig, write_samples_bag
-    cfg = card.preprocessing
-    rec = RecordingConfig(sample_rate=cfg.sample_rate, window_s=cfg.window_s, timesteps=cfg.timesteps,
-                          hop_s=hop_s, fps=NODE_FPS, chunk_ms=NODE_CHUNK_MS,
-                          encoding='rgb8' if cfg.image_channels == 3 else 'mono8')
-    n = max(1, int(np.ceil(seconds * 1e9 / rec.segment_ns)))
-    dataset = AVDigits(data_root, split='test', cfg=cfg)
-    samples = [dataset.raw(i % len(dataset)) for i in range(n)]     # long runs repeat the test split
-    records = write_samples_bag(out, samples, LABELS, rec)
-    duration_ns = records[-1].span_start_ns + rec.segment_ns - records[0].span_start_ns
-    window_ns = int(round(cfg.window_s * 1e9))
-    hop_ns = int(round(hop_s * 1e9))
-    return {'bag': str(out), 'seconds': duration_ns / 1e9, 'samples': len(records),
-            'start_ns': records[0].span_start_ns, 'hop_s': hop_s,
-            'expected_windows': int((duration_ns - window_ns) // hop_ns) + 1,
-            'camera_fps': NODE_FPS, 'audio_rate_hz': cfg.sample_rate, 'audio_chunk_ms': NODE_CHUNK_MS}
-
-
-def classifier_parameters(data: dict, path: Path) -> dict:
-    """The ``ros__parameters`` of the classifier in a params file (key ``av_classifier``, ``/**/av_classifier``...)."""
-    for key, value in (data or {}).items():
-        if str(key).rstrip('/').split('/')[-1] == 'av_classifier' and isinstance(value, dict):
-            return value.setdefault('ros__parameters', {})
-    raise ValueError(f'{path}: no av_classifier section (keys: {", ".join(map(str, data or {}))})')
-
-
-def _params_file(workdir: Path, threads: int, source: Path | None = None) -> tuple[Path, float]:
-    """The node parameters (default: the shipped robot file) with this bench's thread budget.
-
-    Returns the written file and the window hop it sets.
-    """
-    import yaml
-
-    from .paths import config_dir
-    path = Path(source or config_dir() / NODE_PARAMS_FILE)
-    data = yaml.safe_load(path.read_text())
-    params = classifier_parameters(data, path)
-    params.setdefault('backend', {})['threads'] = threads
-    path = workdir / 'bench_params.yaml'
-    path.write_text(yaml.safe_dump(data))
-    return path, float(params.get('window', {}).get('hop_s', 0.5))
-
-
-def _missed_starts(bag: dict, classifications: list[dict]) -> list[float]:
-    """Start times (s after the bag start) of the expected windows that were not classified."""
-    hop_ns = int(round(bag['hop_s'] * 1e9))
-    got = {c['window_start_ns'] for c in classifications}
-    return [k * bag['hop_s'] for k in range(bag['expected_windows']) if bag['start_ns'] + k * hop_ns not in got]
-
-
-def _drop_counters(diagnostics: dict) -> dict:
-    """The node's window/message drop counters from its last diagnostics report."""
-    out: dict[str, Any] = {}
-    for values in diagnostics.values():
-        for k, v in values.items():
-            if k.startswith(('dropped_', 'drop.', 'windows_')) or k in ('messages_dropped',):
-                out[k] = v
-    return out
-
-
-def _rate_hz(times_s: list[float]) -> float | None:
-    """Mean rate of events over the span from the first to the last one (ros2_benchmark's frame rate)."""
-    if len(times_s) < 2 or max(times_s) <= min(times_s):
-        return None
-    return (len(times_s) - 1) / (max(times_s) - min(times_s))
-
-
-def _stats_ms(values_s: list[float]) -> dict | None:
-    values = [v for v in values_s if v is not None and v == v]
-    if not values:
-        return None
-    return profiling.latency_stats(values).as_dict()
-
-
-def bench_node(card_path: Path, backend: str, threads: int, seconds: float, data_root: Path,
-               workdir: Path, params_source: Path | None = None) -> dict:
-    """Replay real data at real time through the real node process; ros2_benchmark-style report."""
-    from .model_card import ModelCard
-    from .replay.replay import ReplayOptions, run_replay
-    card = ModelCard.load(card_path)
-    params_file, hop_s = _params_file(workdir, threads, params_source)
-    bag = make_node_bag(workdir / 'node_bag', card, seconds, data_root, hop_s)
-    holder: dict[str, Any] = {'received': []}
-
-    def on_classification(item) -> None:
-        holder['received'].append(item.received_ns / 1e9)
-
-    def on_ready() -> None:
-        proc = _node_process(os.getpid())
-        if proc is not None:
-            holder['sampler'] = ProcessSampler(proc.pid).start()
-        holder['t0'] = time.monotonic()
-
-    domain = private_domain()
-    opts = ReplayOptions(bag=Path(bag['bag']), rate=1.0, card=card_path, backend=backend,
-                         params_file=params_file, domain_id=domain)
-    # The node process gets the caller's environment, not the bench's own OpenMP default.
-    bench_policy = None if _OMP_POLICY_PRESET else os.environ.pop('OMP_WAIT_POLICY', None)
-    try:
-        report = run_replay(opts, on_classification=on_classification, on_ready=on_ready)
-    finally:
-        if bench_policy is not None:
-            os.environ['OMP_WAIT_POLICY'] = bench_policy
-        sampler = holder.get('sampler')
-        if sampler is not None:
-            sampler.stop()
-    t0 = holder.get('t0', 0.0)
-    t1 = t0 + report['wall_time_s']
-    classifications = report['classifications']
-    latencies = [c['latency_s'] for c in classifications]
-    ends = [c['window_end_ns'] / 1e9 for c in classifications]
-    received = len(classifications)
-    lat = _stats_ms(latencies)
-    inference = {k: float(v) for k, v in (report.get('node_inference_latency_s') or {}).items()}
-    inf_p99 = inference.get('p99_s')
-    out: dict[str, Any] = {
-        'card': str(card_path), 'model': card.model, 'backend': report.get('backend'),
-        'params_file': f'{params_source or NODE_PARAMS_FILE} (backend.threads={threads})', 'input': bag,
-        'replay_rate': 1.0, 'ros_domain_id': domain, 'wall_time_s': report['wall_time_s'],
-        'windows_expected': bag['expected_windows'], 'windows_received': received,
-        'windows_missed': bag['expected_windows'] - received,
-        'missed_window_starts_s': _missed_starts(bag, classifications),
-        'windows_dropped_by_node': report.get('windows_dropped'),
-        'mean_output_rate_hz': _rate_hz(holder['received']),
-        'expected_output_rate_hz': 1.0 / hop_s,
-        'latency_definition': report.get('latency_definition'),
-        'end_to_end_latency_ms': lat,
-        'node_inference_latency_s': inference,
-        'node_queue_wait_s': {k: float(v) for k, v in (report.get('node_queue_wait_s') or {}).items()},
-        'node_drop_counters': _drop_counters(report.get('node_diagnostics') or {}),
-        'flow_control_stalls': report.get('flow_control_stalls'),
-        'flow_control_wait_s': report.get('flow_control_wait_s'),
-        'accuracy': report.get('accuracy'),
-        'window_flags': report.get('window_flags'),
-    }
-    if len(ends) > 1:
-        intervals = np.diff(sorted(ends))
-        out['output_interval_jitter_ms'] = {'std': float(np.std(intervals) * 1000),
-                                            'max_abs_dev': float(np.max(np.abs(intervals - hop_s)) * 1000)}
-    if sampler is not None:
-        out['node_cpu_percent'] = sampler.cpu_percent(t0, t1)
-        rss = [s[2] for s in sampler.samples if t0 <= s[0] <= t1]
-        out['node_rss_mb'] = {'start': rss[0] / 2 ** 20, 'end': rss[-1] / 2 ** 20} if rss else None
-        out['node_threads'] = max((s[3] for s in sampler.samples), default=None)
-    else:
-        out['node_cpu_percent'] = None
-    out['targets'] = {
-        'no_dropped_windows': out['windows_missed'] == 0,
-        'p99_within_inference_plus_10ms': (lat is not None and inf_p99 is not None
-                                           and lat['p99_ms'] <= 1000 * (inf_p99 + NODE_LATENCY_MARGIN_S)),
-    }
-    return out
-
-
-def node_summary(node: dict) -> str:
-    """Text lines for the node section."""
-    if 'skipped' in node:
-        return f'\nnode: skipped: {node["skipped"]}'
-    lat = node.get('end_to_end_latency_ms') or {}
-    inf = node.get('node_inference_latency_s') or {}
-    wait = node.get('node_queue_wait_s') or {}
-    cpu = node.get('node_cpu_percent')
-    nan = float('nan')
-    return (f'\nnode ({node["model"]}, backend {node["backend"]}, real time {node["input"]["seconds"]:.0f} s, '
-            f'camera {node["input"]["camera_fps"]:g} fps, audio {node["input"]["audio_rate_hz"]} Hz):\n'
-            f'  windows {node["windows_received"]}/{node["windows_expected"]} (missed {node["windows_missed"]}), '
-            f'output {node["mean_output_rate_hz"] or float("nan"):.2f} Hz '
-            f'(expected {node["expected_output_rate_hz"]:.2f})\n'
-            f'  end-to-end latency p50 {lat.get("p50_ms", nan):.1f} ms, p99 {lat.get("p99_ms", nan):.1f} ms; '
-            f'node inference p50 {1000 * inf.get("p50_s", nan):.1f} ms, '
-            f'p99 {1000 * inf.get("p99_s", nan):.1f} ms; queue wait p50 {1000 * wait.get("p50_s", nan):.1f} ms; '
-            f'node CPU '
-            f'{cpu if cpu is None else round(cpu, 1)} %')

@@ -1,31 +1,21 @@
-"""ONNX graph hygiene for TensorRT, and numeric agreement between torch, onnxruntime and TensorRT.
+"""ONNX graph hygiene for a static TensorRT build, checked without TensorRT; constant folding.
 
 :func:`check_onnx_for_tensorrt` answers "will this file build into a static TensorRT engine, and is it
-tidy?" without TensorRT: onnx's checker, strict shape inference, static I/O shapes, opset, an operator
-allow-list taken from the ONNX-TensorRT operator support matrix, single-file weights (the model card's
-sha256 must cover them), and how much of the graph is still computable from constants (shape
-arithmetic left by an exporter). It can fold constants itself (onnxruntime's basic graph optimisation)
-and report what folding would leave.
-
-:func:`compare_runtimes` runs the torch model (the reference), onnxruntime on the CPU, and TensorRT
-where it can run, on the same windows, and checks each against :data:`DEFAULT_TOLERANCES`. It uses
-onnxruntime's own Python API (not polygraphy's runner: this module must give the same answers on a
-robot without polygraphy); ``scripts/jetson_check.sh`` adds an independent ``polygraphy run --trt
---onnxrt`` comparison on a GPU machine.
-
-Run ``python -m av_snn_ros.onnx_checks MODEL.onnx`` for a printed report (exit 1 on errors).
+tidy?": onnx's checker, strict shape inference, static I/O shapes, opset, an operator allow-list taken
+from the ONNX-TensorRT operator support matrix, single-file weights (the model card's sha256 must cover
+them), and how much of the graph is still computable from constants (shape arithmetic left by an
+exporter). It can fold constants itself (onnxruntime's basic graph optimisation) and report what
+folding would leave. The TensorRT backend quotes it when a parse or build fails; the exporter folds with
+:func:`fold_constants`; ``python -m av_snn_ros.tools.onnx_checks MODEL.onnx`` prints the report.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
-import sys
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -128,6 +118,14 @@ def _dims(value_info) -> tuple:
                  for d in tensor_type.shape.dim)
 
 
+def static_batch(onnx_path: str | Path) -> int | None:
+    """The static batch (dim 1) of the graph's first input, or None when it is not a static int."""
+    import onnx
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    dims = _dims(model.graph.input[0]) if model.graph.input else ()
+    return dims[1] if len(dims) > 1 and isinstance(dims[1], int) and dims[1] > 0 else None
+
+
 def _is_static(dims: tuple) -> bool:
     return all(isinstance(d, int) and d > 0 for d in dims)
 
@@ -201,11 +199,9 @@ def fold_constants(src: str | Path, dst: str | Path) -> Path:
     onnxruntime adds are dropped again so the file stays a plain ONNX model.
     """
     import onnx
-    import onnxruntime as ort
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    options.optimized_model_filepath = str(dst)
-    ort.InferenceSession(str(src), options, providers=['CPUExecutionProvider'])
+
+    from .onnxruntime_backend import create_session
+    create_session(src, basic_optimizations_only=True, optimized_model_path=dst)
     model = onnx.load(str(dst))
     used = {node.domain for node in model.graph.node} | {''}
     keep = [imp for imp in model.opset_import if imp.domain in used or imp.domain in _DEFAULT_DOMAINS]
@@ -336,282 +332,6 @@ def check_onnx_for_tensorrt(path: str | Path, fold: bool = True, strict: bool = 
                 report.warnings.append(f'trial constant folding failed: {exc}')
     if leftovers:
         message = ('; '.join(leftovers) + ': fold constants before building (polygraphy surgeon sanitize '
-                   '--fold-constants, or av_snn_ros.onnx_checks.fold_constants)')
+                   '--fold-constants, or av_snn_ros.backends.onnx_graph.fold_constants)')
         (report.errors if strict else report.warnings).append(message)
     return report
-
-
-# --------------------------------------------------------------------------------------------------
-# runtime agreement
-# --------------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Tolerance:
-    """Elementwise ``|x - ref| <= atol + rtol * |ref|`` on every real output head, plus (optionally)
-    the same argmax of the fused logits for every window."""
-
-    atol: float
-    rtol: float = 0.0
-    require_argmax_agreement: bool = True
-
-
-#: per precision of the runtime under test; the reference is always torch fp32 on the CPU.
-#: fp32: all runtimes compute in float32, so only summation order differs.
-#: fp16: half-precision storage and math (about 3 significant digits) on logits of order 1-10; a
-#: spiking network can also flip a spike whose membrane potential sits at the threshold, so the class
-#: decision (argmax) is the criterion that matters and the logit bound is deliberately loose.
-DEFAULT_TOLERANCES: dict[str, Tolerance] = {
-    'fp32': Tolerance(atol=1e-4),
-    'fp16': Tolerance(atol=1e-2, rtol=1e-2),
-}
-
-
-@dataclass
-class OutputDiff:
-    name: str
-    max_abs: float
-    mean_abs: float
-    within_tolerance: bool
-
-
-@dataclass
-class RuntimeResult:
-    """One runtime compared with the torch reference."""
-
-    runtime: str                      # 'onnxruntime', 'tensorrt'
-    precision: str                    # 'fp32' / 'fp16'
-    ran: bool
-    skipped_reason: str | None = None
-    tolerance: Tolerance | None = None
-    outputs: list[OutputDiff] = field(default_factory=list)
-    argmax_agreement: float | None = None   # fraction of windows with the same predicted class
-    info: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def passed(self) -> bool | None:
-        """None when the runtime did not run (never counted as a pass)."""
-        if not self.ran:
-            return None
-        ok = all(o.within_tolerance for o in self.outputs)
-        if self.tolerance and self.tolerance.require_argmax_agreement:
-            ok = ok and self.argmax_agreement == 1.0
-        return ok
-
-
-@dataclass
-class RuntimeComparison:
-    windows: int
-    reference: str = 'torch fp32 (CPU)'
-    results: list[RuntimeResult] = field(default_factory=list)
-
-    @property
-    def passed(self) -> bool:
-        """True when every runtime that ran is within tolerance and at least one ran."""
-        ran = [r for r in self.results if r.ran]
-        return bool(ran) and all(r.passed for r in ran)
-
-    def summary(self) -> str:
-        lines = [f'reference: {self.reference}; {self.windows} window(s)']
-        for r in self.results:
-            label = f'{r.runtime} {r.precision}'
-            if not r.ran:
-                lines.append(f'  {label}: NOT RUN ({r.skipped_reason})')
-                continue
-            diffs = ', '.join(f'{o.name} max|d|={o.max_abs:.2e}' for o in r.outputs)
-            tol = r.tolerance
-            lines.append(f'  {label}: {"PASS" if r.passed else "FAIL"} (atol={tol.atol:g} rtol={tol.rtol:g}; '
-                         f'{diffs}; argmax agreement {r.argmax_agreement:.3f})')
-        return '\n'.join(lines)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        for entry, result in zip(data['results'], self.results):
-            entry['passed'] = result.passed
-        data['passed'] = self.passed
-        return data
-
-
-def _check_windows(windows: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
-    if not windows:
-        raise ValueError('compare_runtimes needs at least one (audio, visual) window')
-    checked = []
-    for i, pair in enumerate(windows):
-        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
-            raise TypeError(f'window {i}: expected an (audio, visual) pair')
-        audio, visual = (np.ascontiguousarray(x, dtype=np.float32) for x in pair)
-        if audio.ndim != 5 or visual.ndim != 5:
-            raise ValueError(f'window {i}: audio/visual must be (T, B, C, H, W), got {audio.shape} / {visual.shape}')
-        checked.append((audio, visual))
-    return checked
-
-
-def _graph_batch(onnx_path: Path) -> int | None:
-    """The static batch (dim 1) of the graph's first input, or None when it is not a static int."""
-    import onnx
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    dims = _dims(model.graph.input[0]) if model.graph.input else ()
-    return dims[1] if len(dims) > 1 and isinstance(dims[1], int) and dims[1] > 0 else None
-
-
-def _split_batches(windows, batch: int | None) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Cut windows of a larger batch into single windows when the graph takes batch 1 (as the backends do)."""
-    if batch != 1:
-        return list(windows)
-    return [(audio[:, b:b + 1], visual[:, b:b + 1]) for audio, visual in windows for b in range(audio.shape[1])]
-
-
-def _heads(card, model) -> tuple[str, ...]:
-    """Names of the outputs that carry real values (a unimodal model's missing head is zeros)."""
-    from .export import OUTPUT_NAMES
-    modality = tuple(getattr(card, 'modality_heads', None) or getattr(model, 'modality_heads', None)
-                     or ('audio', 'visual'))
-    return ('logits',) + tuple(f'{m}_logits' for m in modality if f'{m}_logits' in OUTPUT_NAMES)
-
-
-def _diff(name: str, got: np.ndarray, ref: np.ndarray, tol: Tolerance) -> OutputDiff:
-    if got.shape != ref.shape:
-        return OutputDiff(name, float('inf'), float('inf'), False)
-    delta = np.abs(got.astype(np.float64) - ref.astype(np.float64))
-    bound = tol.atol + tol.rtol * np.abs(ref.astype(np.float64))
-    return OutputDiff(name, float(delta.max(initial=0.0)), float(delta.mean()) if delta.size else 0.0,
-                      bool(np.all(delta <= bound)))
-
-
-def _score(runtime: str, precision: str, outputs: list[dict[str, np.ndarray]],
-           reference: list[dict[str, np.ndarray]], heads: tuple[str, ...], tol: Tolerance,
-           info: dict[str, Any] | None = None) -> RuntimeResult:
-    result = RuntimeResult(runtime=runtime, precision=precision, ran=True, tolerance=tol, info=info or {})
-    for head in heads:
-        got = np.concatenate([o[head] for o in outputs])
-        ref = np.concatenate([r[head] for r in reference])
-        result.outputs.append(_diff(head, got, ref, tol))
-    got = np.concatenate([o['logits'] for o in outputs]).argmax(axis=-1)
-    ref = np.concatenate([r['logits'] for r in reference]).argmax(axis=-1)
-    result.argmax_agreement = float(np.mean(got == ref)) if ref.size else None
-    return result
-
-
-def _run_torch(model, windows) -> list[dict[str, np.ndarray]]:
-    import torch
-
-    from .export import OUTPUT_NAMES
-    out = []
-    with torch.no_grad():
-        for audio, visual in windows:
-            values = model(torch.from_numpy(audio), torch.from_numpy(visual))
-            out.append({name: v.detach().cpu().numpy().astype(np.float32) for name, v in zip(OUTPUT_NAMES, values)})
-    return out
-
-
-def _run_onnxruntime(onnx_path: Path, windows) -> list[dict[str, np.ndarray]]:
-    import onnxruntime as ort
-
-    from .export import INPUT_NAMES, OUTPUT_NAMES
-    session = ort.InferenceSession(str(onnx_path), providers=['CPUExecutionProvider'])
-    in_names = [i.name for i in session.get_inputs()]
-    out_names = [o.name for o in session.get_outputs()]
-    feed_names = list(INPUT_NAMES) if set(INPUT_NAMES) == set(in_names) else in_names
-    results = []
-    for audio, visual in windows:
-        values = session.run(None, dict(zip(feed_names, (audio, visual))))
-        by_name = dict(zip(out_names, values))
-        if not set(OUTPUT_NAMES) <= set(by_name):     # unnamed export: positional contract order
-            by_name = dict(zip(OUTPUT_NAMES, values))
-        results.append({name: np.asarray(by_name[name], dtype=np.float32) for name in OUTPUT_NAMES})
-    return results
-
-
-def _run_tensorrt(onnx_path: Path, card, windows, precision: str, engine_dir: Path | None):
-    from .backends import tensorrt_backend
-    backend = tensorrt_backend.TensorRTBackend.from_onnx(
-        onnx_path, enable_fp16=(precision == 'fp16'), cache_dir=engine_dir,
-        modality_heads=getattr(card, 'modality_heads', None))
-    try:
-        outs = []
-        for audio, visual in windows:
-            res = backend.infer(audio, visual)
-            outs.append({'logits': res.logits,
-                         'audio_logits': res.audio_logits if res.audio_logits is not None else 0 * res.logits,
-                         'visual_logits': res.visual_logits if res.visual_logits is not None else 0 * res.logits})
-        return outs, dict(backend.info)
-    finally:
-        backend.close()
-
-
-def compare_runtimes(onnx_path: str | Path, card, inputs: Sequence[tuple[np.ndarray, np.ndarray]],
-                     tolerances: Mapping[str, Tolerance] | None = None, *, model=None,
-                     runtimes: Iterable[str] = ('onnxruntime', 'tensorrt'),
-                     tensorrt_precisions: Iterable[str] = ('fp32', 'fp16'),
-                     engine_dir: str | Path | None = None) -> RuntimeComparison:
-    """Run torch (reference) and each runtime on the same windows and compare them.
-
-    Args:
-        onnx_path: the exported model.
-        card: its :class:`~av_snn_ros.model_card.ModelCard` (the torch model and the real output heads
-            come from it); may be None when ``model`` is given.
-        inputs: ``(audio, visual)`` windows in the model contract, ``(T, B, C, H, W)`` float32; a batch
-            larger than the graph's batch of 1 is run window by window.
-        tolerances: per precision; defaults to :data:`DEFAULT_TOLERANCES`.
-        model: a torch module to use instead of ``card.load_torch_model()``.
-        runtimes: which of ``onnxruntime`` / ``tensorrt`` to run.
-        tensorrt_precisions: engine precisions to build and compare.
-        engine_dir: engine cache folder for the TensorRT runs (default: the engine cache).
-
-    A runtime that cannot run here (no TensorRT, no GPU) is recorded with ``ran=False`` and the reason:
-    it is never reported as passing.
-    """
-    tolerances = {**DEFAULT_TOLERANCES, **(tolerances or {})}
-    onnx_path = Path(onnx_path)
-    windows = _split_batches(_check_windows(inputs), _graph_batch(onnx_path))
-    if model is None:
-        if card is None:
-            raise ValueError('compare_runtimes needs a model card or a torch model')
-        model = card.load_torch_model()
-    model.eval()
-    heads = _heads(card, model)
-    reference = _run_torch(model, windows)
-    comparison = RuntimeComparison(windows=len(windows))
-    runtimes = tuple(runtimes)
-    unknown = set(runtimes) - {'onnxruntime', 'tensorrt'}
-    if unknown:
-        raise ValueError(f'unknown runtime(s) {sorted(unknown)}; choose onnxruntime and/or tensorrt')
-    if 'onnxruntime' in runtimes:
-        outputs = _run_onnxruntime(onnx_path, windows)
-        comparison.results.append(_score('onnxruntime', 'fp32', outputs, reference, heads, tolerances['fp32'],
-                                         info={'providers': ['CPUExecutionProvider']}))
-    if 'tensorrt' in runtimes:
-        from .backends.base import BackendUnavailable
-        for precision in tensorrt_precisions:
-            if precision not in tolerances:
-                raise ValueError(f'no tolerance for precision {precision!r}')
-            try:
-                outputs, info = _run_tensorrt(onnx_path, card, windows, precision,
-                                              Path(engine_dir) if engine_dir else None)
-            except BackendUnavailable as exc:
-                comparison.results.append(RuntimeResult('tensorrt', precision, ran=False, skipped_reason=str(exc),
-                                                        tolerance=tolerances[precision]))
-                continue
-            comparison.results.append(_score('tensorrt', precision, outputs, reference, heads,
-                                             tolerances[precision], info=info))
-    return comparison
-
-
-# --------------------------------------------------------------------------------------------------
-# command line
-# --------------------------------------------------------------------------------------------------
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog='python -m av_snn_ros.onnx_checks',
-                                     description='Check an ONNX file for a static TensorRT build.')
-    parser.add_argument('onnx', type=Path, help='the .onnx file')
-    parser.add_argument('--strict', action='store_true', help='leftover constant subgraphs are errors')
-    parser.add_argument('--no-fold', action='store_true', help='skip the trial constant folding')
-    parser.add_argument('--json', action='store_true', help='print the report as JSON')
-    args = parser.parse_args(argv)
-    report = check_onnx_for_tensorrt(args.onnx, fold=not args.no_fold, strict=args.strict)
-    print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary())
-    return 0 if report.ok else 1
-
-
-if __name__ == '__main__':
-    sys.exit(main())

@@ -228,10 +228,14 @@ def test_reference_lookup_takes_only_the_row_of_this_cpu(tmp_path) -> None:
     assert cpu_identity.reference_for(xeon, rows)['p50_ms_batch1'] == [79, 80]
     epyc = cpu_identity.cpu_identity(_cpuinfo(tmp_path, 'AMD EPYC 7B13', 'AuthenticAMD', 1, ''), logical_cpus=2)
     assert cpu_identity.reference_for(epyc, rows)['p50_ms_batch1'] == [159, 166]
-    # another model number, more CPUs, an AVX-512 EPYC: no row is theirs
-    other = cpu_identity.cpu_identity(_cpuinfo(tmp_path, 'Intel(R) Xeon(R) Processor', 'GenuineIntel', 207, XEON_FLAGS),
-                                      logical_cpus=2)
-    assert cpu_identity.reference_for(other, rows) is None
+    # the machine kind with these flags reports model 207; the note's rule (name + flags + CPUs) matches it
+    amx = cpu_identity.cpu_identity(_cpuinfo(tmp_path, 'Intel(R) Xeon(R) Processor', 'GenuineIntel', 207, XEON_FLAGS),
+                                    logical_cpus=2)
+    assert cpu_identity.reference_for(amx, rows)['p50_ms_batch1'] == [79, 80]
+    # no AMX, more CPUs, an AVX-512 EPYC: no row is theirs
+    no_amx = cpu_identity.cpu_identity(_cpuinfo(tmp_path, 'Intel(R) Xeon(R) Processor', 'GenuineIntel', 207,
+                                                'avx512f avx512_bf16'), logical_cpus=2)
+    assert cpu_identity.reference_for(no_amx, rows) is None
     assert cpu_identity.reference_for(dataclasses.replace(xeon, logical_cpus=4), rows) is None
     assert cpu_identity.reference_for(dataclasses.replace(epyc, flags=('avx512f',)), rows) is None
 
@@ -239,7 +243,7 @@ def test_reference_lookup_takes_only_the_row_of_this_cpu(tmp_path) -> None:
 def test_no_ratio_without_a_reference_measured_on_this_cpu(tmp_path) -> None:
     shape = (4, 1, 1, 128, 128)
     foreign = cpu_identity.cpu_identity(_cpuinfo(tmp_path, 'Intel(R) Xeon(R) Processor', 'GenuineIntel', 207,
-                                                 XEON_FLAGS), logical_cpus=2)
+                                                 'avx512f'), logical_cpus=2)
     r = bench.reference_comparison('scmrl', shape, 2, 40.0, identity=foreign)
     assert r['speedup_vs_reference'] is None and r['target_met'] is None and r['reference_row'] is None
     text = bench._reference_text(r)

@@ -172,3 +172,100 @@ def test_image_decoding_handles_padded_rows_and_bgr():
     Msg.data = np.arange(10, dtype=np.uint8)
     with pytest.raises(ValueError, match='too small'):
         bag_io.image_to_array(Msg)
+
+
+# ------------------------------------------------------------------------------------ damaged bags
+
+S = bag_io.NS_PER_S
+
+
+@pytest.fixture
+def demo_copy(tmp_path):
+    """A private copy of the bundled real-data demo bag (tests damage it)."""
+    import shutil
+
+    from av_snn_ros.replay.demo import demo_bag_path
+    dst = tmp_path / 'bag'
+    shutil.copytree(demo_bag_path(), dst)
+    with bag_io.BagReader(dst) as reader:
+        return dst, reader.start_ns
+
+
+def _damage(bag, how: str) -> None:
+    import bag_faults
+    storage = bag_faults.mcap_file(bag)
+    if how == 'truncated':
+        data = storage.read_bytes()
+        storage.write_bytes(data[:len(data) // 2])
+    elif how == 'metadata_only':
+        storage.unlink()
+    elif how == 'empty_storage':
+        storage.write_bytes(b'')
+    elif how == 'bad_metadata':
+        (bag / 'metadata.yaml').write_text('rosbag2_bagfile_information: [1, 2\n')
+    else:                                   # the stored definition of a custom message type is garbage
+        data = bytearray(storage.read_bytes())
+        for op, body, _ in bag_faults._all_records(data):
+            if op == bag_faults.OP_SCHEMA:
+                data[body + 60:body + 63] = b'%!%'
+        storage.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize('how', ['truncated', 'metadata_only', 'empty_storage', 'bad_metadata', 'corrupt_schema'])
+def test_unreadable_bag_is_one_clear_error(demo_copy, tmp_path, capsys, how):
+    """Damaged bags used to end in the storage parser's 19-23-line tracebacks."""
+    from av_snn_ros import cli
+    bag, _ = demo_copy
+    _damage(bag, how)
+    with pytest.raises(bag_io.BagError) as info:
+        with bag_io.BagReader(bag):
+            pass
+    assert str(info.value).startswith(f'cannot read bag {bag}: ') and '\n' not in str(info.value)
+    assert cli.main(['replay', str(bag), '--json', str(tmp_path / 'r.json')]) == 1
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and err.startswith(f'av-snn replay: cannot read bag {bag}: '), err
+    assert not (tmp_path / 'r.json').exists()
+
+
+def test_lost_and_undecodable_messages_are_counted_not_raised(demo_copy):
+    """Messages the storage does not deliver (the metadata still lists them) and messages whose CDR
+    does not decode are counted per topic against the bag's metadata."""
+    import bag_faults
+    bag, t0 = demo_copy
+    hidden = bag_faults.hide_messages(bag, lambda topic, t: (topic == bag_io.GROUND_TRUTH_TOPIC and t > t0 + 4 * S)
+                                      or (topic == bag_io.IMAGE_TOPIC and t >= t0 + 10 * S))
+    # CDR bytes 12-15 are the header's frame_id length: a huge one does not decode
+    corrupted = bag_faults.corrupt_messages(bag, lambda topic, t: topic == bag_io.AUDIO_TOPIC
+                                            and t0 + S <= t < t0 + S + S // 10, 12, b'\xff\xff\xff\x7f')
+    assert (hidden, corrupted) == (21 + 225, 5)
+    with bag_io.BagReader(bag) as reader:
+        stats = reader.read_stats(list(reader.topics))
+        decoded = [reader.try_decode(m, stats) for m in reader.messages(stats=stats)]
+        labels = reader.read_stats([bag_io.GROUND_TRUTH_TOPIC])
+        spans = reader.ground_truth(stats=labels)
+    assert stats.unread() == {bag_io.GROUND_TRUTH_TOPIC: 21, bag_io.IMAGE_TOPIC: 225}
+    assert stats.undecodable == {bag_io.AUDIO_TOPIC: 5} and stats.errors == []
+    assert sum(d is None for d in decoded) == 5 and len(decoded) == 1650 - 246
+    assert [s.end_ns - t0 for s in spans] == [1 * S, 2 * S, 3 * S, 4 * S]
+    assert labels.lost(bag_io.GROUND_TRUTH_TOPIC) == 21
+    per = stats.as_dict()['per_topic']
+    assert per[bag_io.AUDIO_TOPIC] == {'expected': 1250, 'read': 1250, 'unread': 0, 'undecodable': 5}
+
+
+def test_storage_damage_mid_bag_ends_the_pass_with_the_reason(demo_copy):
+    import struct
+
+    import bag_faults
+    bag, t0 = demo_copy
+
+    def impossible_length(data, body, _length):
+        data[body - 8:body] = struct.pack('<Q', 1 << 40)
+    assert bag_faults._edit_messages(bag, lambda topic, t: topic == bag_io.IMAGE_TOPIC
+                                     and t0 + 12 * S <= t < t0 + 12 * S + S // 10, impossible_length) == 2
+    with bag_io.BagReader(bag) as reader:
+        stats = reader.read_stats(list(reader.topics))
+        read = sum(1 for _ in reader.messages(stats=stats))
+        with pytest.raises(bag_io.BagError, match='cannot read bag'):
+            list(reader.messages())                      # without stats: one clear error, not rosbags'
+    assert len(stats.errors) == 1 and read == sum(stats.read.values()) < 1650
+    assert sum(stats.unread().values()) == 1650 - read

@@ -93,10 +93,29 @@ def test_topic_check_explains_missing_inputs():
     topics = {'/camera/image_raw': 'sensor_msgs/msg/Image', '/mic/audio': 'av_snn_msgs/msg/AudioChunk'}
     with pytest.raises(ReplayError, match='--remap /camera/image_raw:=/image'):
         _check_topics(topics, {})
-    mapping = _check_topics(topics, {'/camera/image_raw': '/image', '/mic/audio': '/audio'})
-    assert mapping == {'/camera/image_raw': '/image', '/mic/audio': '/audio'}
+    mapping, skipped = _check_topics(topics, {'/camera/image_raw': '/image', '/mic/audio': '/audio'})
+    assert mapping == {'/camera/image_raw': '/image', '/mic/audio': '/audio'} and skipped == {}
     with pytest.raises(ReplayError, match='does not have'):
         _check_topics(topics, {'/nope': '/image'})
+
+
+def test_topics_the_classifier_does_not_read_are_skipped_and_reported_not_refused():
+    """A bag with one extra topic of a type not installed here used to be refused outright."""
+    topics = {'/image': 'sensor_msgs/msg/Image', '/audio': 'av_snn_msgs/msg/AudioChunk',
+              '/ground_truth': 'av_snn_msgs/msg/LabelStamped', '/robot/state': 'acme_msgs/msg/State',
+              '/tf': 'tf2_msgs/msg/TFMessage', '/classification': 'av_snn_msgs/msg/Classification',
+              '/image/compressed': 'sensor_msgs/msg/CompressedImage'}
+    mapping, skipped = _check_topics(topics, {})
+    assert mapping == {'/image': '/image', '/audio': '/audio', '/ground_truth': '/ground_truth'}
+    assert set(skipped) == {'/robot/state', '/tf', '/classification', '/image/compressed'}
+    assert 'acme_msgs/msg/State: not an input of the classifier' in skipped['/robot/state']
+    assert 'also has raw images' in skipped['/image/compressed']
+    # a topic remapped onto an input name but of another type is skipped too, with the type expected
+    topics = {'/image': 'sensor_msgs/msg/Image', '/audio': 'av_snn_msgs/msg/AudioChunk',
+              '/labels': 'std_msgs/msg/String'}
+    mapping, skipped = _check_topics(topics, {'/labels': '/ground_truth'})
+    assert mapping == {'/image': '/image', '/audio': '/audio'}
+    assert 'on /ground_truth, where the classifier expects av_snn_msgs/msg/LabelStamped' in skipped['/labels']
 
 
 def test_params_file_follows_the_replay_namespace(tmp_path):
@@ -220,6 +239,55 @@ def test_replay_matches_eval_on_held_out_speakers(tmp_path, data_root, card, rep
         np.testing.assert_allclose(scores[m['window_start_ns']], softmax / softmax.sum(), atol=SCORE_ATOL)
         assert m['predicted'] == e['prediction']
     assert abs(report['accuracy'] - evaluated['metrics']['accuracy']) <= 0.01
+
+
+def test_damaged_bag_is_reported_incomplete_never_perfect(tmp_path, card, replay_params, capsys):
+    """Red-team row: a damaged bag replayed with exit 0 and "100 % (4/4), 0 missed" after a handful of
+    its 49 windows. Here the storage hides 21 of the demo bag's 25 labels and all sensor data after 4 s
+    (its metadata still lists them), and the bag has an extra topic of a type not installed here."""
+    import bag_faults
+    from rosbags.typesys import get_types_from_msg
+
+    from av_snn_ros import cli
+    from av_snn_ros.replay import bag_io
+    from av_snn_ros.replay.demo import demo_bag_path
+    from av_snn_ros.replay.replay import EXIT_INCOMPLETE
+    bag, state = tmp_path / 'bag', 'acme_msgs/msg/State'
+    store = bag_io.make_typestore()
+    store.register(get_types_from_msg('int32 level', state))
+    with bag_io.BagReader(demo_bag_path()) as src, bag_io.BagWriter(bag, typestore=store) as dst:
+        t0 = src.start_ns
+        for key, value in src.custom_data.items():
+            dst.set_metadata(key, value)
+        for m in src.messages():
+            dst.write_raw(m.topic, m.msgtype, m.time_ns, m.raw)
+        for i in range(3):
+            dst.write_raw('/robot/state', state, t0 + i * S,
+                          store.serialize_cdr(store.types[state](level=i), state))
+    hidden = bag_faults.hide_messages(bag, lambda topic, t: t > t0 + 4 * S if topic == bag_io.GROUND_TRUTH_TOPIC
+                                      else topic != '/robot/state' and t >= t0 + 4 * S)
+    assert hidden == 21 + (1250 - 200) + (375 - 60)
+    out_json = tmp_path / 'r.json'
+    rc = cli.main(['replay', str(bag), '--json', str(out_json), '--as-fast-as-possible', '--card', str(card),
+                   '--params-file', str(replay_params)])
+    captured = capsys.readouterr()
+    report = json.loads(out_json.read_text())
+    assert rc == EXIT_INCOMPLETE, captured.out + captured.err
+    assert (report['num_spans'], report['unreadable_spans']) == (4, 21)
+    assert report['accuracy'] <= 4 / 25
+    assert report['windows_in_bag_estimate'] == 49 and report['classifications_received'] <= 8
+    per_topic = report['bag_read']['per_topic']
+    assert (per_topic['/audio']['unread'], per_topic['/image']['unread']) == (1050, 315)
+    first = captured.out.splitlines()[0]
+    assert '100.0%' not in first and ', 0 missed' not in first and '/25 labelled windows' in first, first
+    assert 'INCOMPLETE' in captured.out and '21 of 25 ground-truth labels' in captured.out
+    assert '/audio: 1050 of 1250 messages could not be read' in captured.out
+    # the unknown topic is skipped and said so, not a reason to refuse the bag
+    assert report['skipped_topics'] == {'/robot/state': f'{state}: not an input of the classifier'}
+    assert '/robot/state' in captured.err and report['node_exit_code'] == 0, _node_log_tail(report)
+    # --allow-incomplete: same report, exit 0
+    assert cli.main(['replay', str(bag), '--json', str(out_json), '--as-fast-as-possible', '--card', str(card),
+                     '--params-file', str(replay_params), '--allow-incomplete']) == 0
 
 
 # ------------------------------------------------------------------------------------------ demo

@@ -144,14 +144,23 @@ class BagWriter:
     def _header(self, ns: int, frame_id: str):
         return self.store.types['std_msgs/msg/Header'](stamp=self._time(ns), frame_id=frame_id)
 
-    def _write(self, topic: str, msgtype: str, receive_ns: int, msg: Any) -> None:
+    def _connection(self, topic: str, msgtype: str):
         conn = self._connections.get(topic)
         if conn is None:
             conn = self._writer.add_connection(topic, msgtype, typestore=self.store)
             self._connections[topic] = conn
         elif conn.msgtype != msgtype:
             raise ValueError(f'topic {topic} already holds {conn.msgtype}, cannot write {msgtype}')
-        self._writer.write(conn, receive_ns, bytes(self.store.serialize_cdr(msg, msgtype)))
+        return conn
+
+    def _write(self, topic: str, msgtype: str, receive_ns: int, msg: Any) -> None:
+        self.write_raw(topic, msgtype, receive_ns, self.store.serialize_cdr(msg, msgtype))
+
+    def write_raw(self, topic: str, msgtype: str, receive_ns: int, raw: bytes) -> None:
+        """One already serialized (CDR) message, e.g. copied from another bag; ``msgtype`` must be in
+        the typestore (its definition is stored in the bag)."""
+        conn = self._connection(topic, msgtype)
+        self._writer.write(conn, receive_ns, bytes(raw))
         self.counts[topic] = self.counts.get(topic, 0) + 1
 
     def write_image(self, stamp: int, frame: np.ndarray, encoding: str = 'mono8',
@@ -234,11 +243,58 @@ class LabelSpan:
     label: str
 
 
+class BagError(ValueError):
+    """A bag cannot be opened or read (truncated, corrupt, files missing); the message says which and why."""
+
+
+def _error_text(exc: BaseException) -> str:
+    """One line for an error raised by the storage parser on a damaged file."""
+    if isinstance(exc, MemoryError):      # a corrupt length field asked for an impossible allocation
+        return 'a record claims an impossible size (corrupt length field)'
+    text = ' '.join(str(exc).split()) or exc.__class__.__name__
+    return text if len(text) <= 200 else text[:200] + '…'
+
+
+@dataclass
+class ReadStats:
+    """What one pass over a bag's messages read, compared with what its metadata says it holds.
+
+    ``expected``: message count per topic from the bag's metadata; ``read``: messages the storage
+    delivered; ``undecodable``: delivered but not deserializable; ``errors``: storage errors that ended
+    the pass early. Topics not asked for are not counted.
+    """
+
+    expected: dict[str, int] = field(default_factory=dict)
+    read: dict[str, int] = field(default_factory=dict)
+    undecodable: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    def unread(self) -> dict[str, int]:
+        """Per topic: messages the metadata lists that the storage never delivered (only topics > 0)."""
+        out = {t: n - self.read.get(t, 0) for t, n in self.expected.items()}
+        return {t: n for t, n in out.items() if n > 0}
+
+    def lost(self, topic: str) -> int:
+        """Messages of ``topic`` not available to the caller: unread plus undecodable."""
+        return self.unread().get(topic, 0) + self.undecodable.get(topic, 0)
+
+    def as_dict(self) -> dict[str, Any]:
+        topics = sorted(set(self.expected) | set(self.read))
+        return {'per_topic': {t: {'expected': self.expected.get(t, 0), 'read': self.read.get(t, 0),
+                                  'unread': self.unread().get(t, 0), 'undecodable': self.undecodable.get(t, 0)}
+                              for t in topics},
+                'storage_errors': list(self.errors)}
+
+
 class BagReader:
     """Open a bag (any storage), list its topics, iterate raw messages and decode them.
 
     Message types are registered from the definitions stored in the bag, so bags from other
     machines (other message versions) decode without the local ``.msg`` files.
+
+    A damaged bag never raises the storage parser's own exceptions: opening it raises :class:`BagError`
+    with one line saying why, and a pass over the messages that hits damage stops there and records it
+    in its :class:`ReadStats` (compare ``read`` with ``expected`` to see what was lost).
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
@@ -247,20 +303,33 @@ class BagReader:
         self.path = Path(path)
         if not (self.path / 'metadata.yaml').is_file():
             raise FileNotFoundError(f'{self.path} is not a rosbag2 bag (no metadata.yaml)')
-        self._reader = Reader(self.path)
+        try:
+            self._reader = Reader(self.path)
+        except Exception as exc:   # rosbags raises several types for a bad metadata.yaml
+            raise BagError(f'cannot read bag {self.path}: {_error_text(exc)}') from exc
 
     def __enter__(self) -> 'BagReader':
         from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
-        self._reader.open()
-        self.store = get_typestore(Stores.ROS2_KILTED)
-        for conn in self._reader.connections:
-            if conn.msgtype not in self.store.types and conn.msgdef.data:
-                self.store.register(get_types_from_msg(conn.msgdef.data, conn.msgtype))
+        try:
+            self._reader.open()
+            self.store = get_typestore(Stores.ROS2_KILTED)
+            for conn in self._reader.connections:
+                if conn.msgtype not in self.store.types and conn.msgdef.data:
+                    self.store.register(get_types_from_msg(conn.msgdef.data, conn.msgtype))
+        except Exception as exc:   # truncated / corrupt storage or message definitions: one clear line
+            self._close_quietly()
+            raise BagError(f'cannot read bag {self.path}: {_error_text(exc)}') from exc
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self._reader.close()
+        self._close_quietly()
+
+    def _close_quietly(self) -> None:
+        try:
+            self._reader.close()
+        except Exception:   # closing a half-opened damaged bag must not hide the error that got us here
+            pass
 
     @property
     def topics(self) -> dict[str, str]:
@@ -293,27 +362,62 @@ class BagReader:
                 out[key] = value
         return out
 
-    def messages(self, topics: Sequence[str] | None = None) -> Iterator[BagMessage]:
-        """Raw messages in receive-time order, optionally only on ``topics``."""
+    def read_stats(self, topics: Sequence[str]) -> ReadStats:
+        """A fresh :class:`ReadStats` expecting the metadata's message counts of ``topics``."""
+        counts = self.message_counts
+        return ReadStats(expected={t: counts.get(t, 0) for t in topics})
+
+    def messages(self, topics: Sequence[str] | None = None, stats: ReadStats | None = None
+                 ) -> Iterator[BagMessage]:
+        """Raw messages in receive-time order, optionally only on ``topics``.
+
+        With ``stats``, every delivered message is counted, and storage damage ends the pass with the
+        reason recorded there instead of an exception.
+        """
         conns = [c for c in self._reader.connections if topics is None or c.topic in topics]
         if topics is not None and not conns:
             return
-        for conn, t_ns, raw in self._reader.messages(connections=conns):
-            yield BagMessage(conn.topic, conn.msgtype, int(t_ns), bytes(raw))
+        try:
+            for conn, t_ns, raw in self._reader.messages(connections=conns):
+                if stats is not None:
+                    stats.read[conn.topic] = stats.read.get(conn.topic, 0) + 1
+                yield BagMessage(conn.topic, conn.msgtype, int(t_ns), bytes(raw))
+        except Exception as exc:   # the storage parser on a damaged file raises many types
+            if stats is None:
+                raise BagError(f'cannot read bag {self.path}: {_error_text(exc)}') from exc
+            stats.errors.append(_error_text(exc))
 
     def decode(self, message: BagMessage) -> Any:
         """Deserialize one raw message into a rosbags message object."""
         return self.store.deserialize_cdr(message.raw, message.msgtype)
 
-    def ground_truth(self, topic: str = GROUND_TRUTH_TOPIC) -> list[LabelSpan]:
-        """All ``LabelStamped`` spans on ``topic``, in time order (empty when the bag has none)."""
+    def try_decode(self, message: BagMessage, stats: ReadStats) -> Any | None:
+        """:meth:`decode`, or None (counted as undecodable in ``stats``) for a corrupt message."""
+        try:
+            return self.decode(message)
+        except Exception:   # rosbags' deserializer raises several types for corrupt CDR
+            stats.undecodable[message.topic] = stats.undecodable.get(message.topic, 0) + 1
+            return None
+
+    def ground_truth(self, topic: str = GROUND_TRUTH_TOPIC, stats: ReadStats | None = None) -> list[LabelSpan]:
+        """All ``LabelStamped`` spans on ``topic``, in time order (empty when the bag has none).
+
+        Labels that cannot be read or decoded are skipped and counted in ``stats`` (give one from
+        :meth:`read_stats` to know how many of the bag's labels the list lacks).
+        """
         if self.topics.get(topic) not in (None, LABEL_TYPE):
             raise ValueError(f'{topic} holds {self.topics[topic]}, not {LABEL_TYPE}')
+        stats = stats if stats is not None else self.read_stats([topic])
         spans = []
-        for message in self.messages([topic]):
-            msg = self.decode(message)
-            spans.append(LabelSpan(stamp_ns(msg.span_start), stamp_ns(msg.header.stamp),
-                                   int(msg.class_id), str(msg.label)))
+        for message in self.messages([topic], stats):
+            msg = self.try_decode(message, stats)
+            if msg is None:
+                continue
+            start, end = stamp_ns(msg.span_start), stamp_ns(msg.header.stamp)
+            if end <= start:                         # a corrupt stamp: not a label we can score
+                stats.undecodable[topic] = stats.undecodable.get(topic, 0) + 1
+                continue
+            spans.append(LabelSpan(start, end, int(msg.class_id), str(msg.label)))
         return sorted(spans, key=lambda s: (s.start_ns, s.end_ns))
 
 

@@ -108,3 +108,23 @@ def corrupt_messages(bag: Path, pick: Callable[[str, int], bool], offset: int, v
         start = body + _MSG_HEADER + offset
         data[start:start + len(value)] = value
     return _edit_messages(bag, pick, corrupt)
+
+
+OP_METADATA = 0x0C
+
+
+def metadata_records(bag: Path) -> dict[str, dict[str, str]]:
+    """name -> key/value map of the MCAP Metadata records (rosbag2 stores its metadata as ``rosbag2``)."""
+    data = mcap_file(bag).read_bytes()
+    out = {}
+    for op, body, _ in _records(data, _MAGIC_LEN, len(data) - _MAGIC_LEN):
+        if op != OP_METADATA:
+            continue
+        name, pos = _string(data, body)
+        map_len = struct.unpack_from('<I', data, pos)[0]
+        pos, end, values = pos + 4, pos + 4 + map_len, {}
+        while pos < end:
+            key, pos = _string(data, pos)
+            values[key], pos = _string(data, pos)
+        out[name] = values
+    return out

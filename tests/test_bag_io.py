@@ -269,3 +269,85 @@ def test_storage_damage_mid_bag_ends_the_pass_with_the_reason(demo_copy):
             list(reader.messages())                      # without stats: one clear error, not rosbags'
     assert len(stats.errors) == 1 and read == sum(stats.read.values()) < 1650
     assert sum(stats.unread().values()) == 1650 - read
+
+
+# ------------------------------------------------------------------------- rosbag2 conventions
+
+def _installed_type_hash(msgtype: str) -> str | None:
+    """RIHS01 hash of ``pkg/msg/Name`` from the type description rosidl installed with the message
+    package (``share/<pkg>/msg/<Name>.json``: the ros-kilted wheels, and av_snn_msgs built here)."""
+    import json
+    import os
+    import sys
+    from pathlib import Path
+    pkg, _, name = msgtype.split('/')
+    for prefix in [sys.prefix, *os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep)]:
+        path = Path(prefix) / 'share' / pkg / 'msg' / f'{name}.json'
+        if prefix and path.is_file():
+            hashes = json.loads(path.read_text())['type_hashes']
+            return next(h['hash_string'] for h in hashes if h['type_name'] == msgtype)
+    return None
+
+
+@pytest.mark.parametrize('storage', bag_io.STORAGES)
+def test_bags_carry_rosbag2_type_hashes_and_the_real_distro(tmp_path, samples, storage):
+    """As `ros2 bag record` writes them: ros_distro is the distribution (rosbags wrote 'rosbags'), and
+    MCAP channels carry rosbag2's `topic_type_hash` beside `offered_qos_profiles` (they lacked it)."""
+    import yaml
+
+    import bag_faults
+    bag = tmp_path / 'bag'
+    write_samples_bag(bag, samples[:1], [str(d) for d in range(10)], RecordingConfig(), storage=storage)
+    info = yaml.safe_load((bag / 'metadata.yaml').read_text())['rosbag2_bagfile_information']
+    assert info['ros_distro'] == 'kilted' == bag_io.ROS_DISTRO
+    hashes = {t['topic_metadata']['name']: t['topic_metadata']['type_description_hash']
+              for t in info['topics_with_message_count']}
+    types = {t['topic_metadata']['name']: t['topic_metadata']['type'] for t in info['topics_with_message_count']}
+    for topic, msgtype in types.items():
+        installed = _installed_type_hash(msgtype)
+        if installed is None:
+            pytest.skip(f'no installed type description for {msgtype} (run scripts/install.sh)')
+        assert hashes[topic] == installed, topic
+    if storage == 'mcap':
+        stored = {topic: meta for topic, meta in bag_faults.channels(bag).values()}
+        assert stored.keys() == types.keys()
+        for topic, meta in stored.items():
+            assert set(meta) == {'offered_qos_profiles', 'topic_type_hash'}
+            assert meta['topic_type_hash'] == hashes[topic] and meta['topic_type_hash'].startswith('RIHS01_')
+        embedded = yaml.safe_load(bag_faults.metadata_records(bag)['rosbag2']['serialized_metadata'])
+        assert embedded['ros_distro'] == 'kilted'
+    else:
+        import sqlite3
+        db = sqlite3.connect(next(bag.glob('*.db3')))
+        try:
+            assert db.execute('SELECT ros_distro FROM schema').fetchall() == [('kilted',)]
+            embedded = yaml.safe_load(db.execute('SELECT metadata FROM metadata').fetchone()[0])
+        finally:
+            db.close()
+        assert embedded['ros_distro'] == 'kilted'
+    with bag_io.BagReader(bag) as reader:                   # and it still reads back
+        assert reader.message_counts == {t['topic_metadata']['name']: t['message_count']
+                                         for t in info['topics_with_message_count']}
+
+
+def test_make_bag_names_the_card_relative_never_absolute(tmp_path, data_root):
+    """The recording metadata held the absolute card path of the machine that wrote the bag."""
+    import shutil
+
+    from av_snn_ros import cli
+    from av_snn_ros.model_card import ModelCard
+    from av_snn_ros.paths import default_model_card
+    shipped = default_model_card()
+    if not shipped.is_file():
+        pytest.skip('no shipped default model card')
+    elsewhere = tmp_path / 'my_card'
+    shutil.copytree(shipped.parent, elsewhere)
+    for card, expected in ((shipped, 'models/default/card.yaml'), (elsewhere / 'card.yaml', 'my_card/card.yaml')):
+        bag = tmp_path / f'bag_{card.parent.name}'
+        assert cli.main(['make-bag', '--data-root', str(data_root), '--out', str(bag), '--num', '1',
+                         '--card', str(card.resolve())]) == 0
+        with bag_io.BagReader(bag) as reader:
+            recording = reader.custom_data[bag_io.RECORDING_KEY]
+        assert recording['card'] == expected
+        assert recording['card_weights_sha256'] == ModelCard.load(card).weights_sha256
+        assert str(tmp_path) not in (bag / 'metadata.yaml').read_text()

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 import sys
+from io import BytesIO
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -39,6 +41,9 @@ CUSTOM_MSG_NAMES = ('AudioChunk', 'Classification', 'LabelStamped')
 
 STORAGES = ('mcap', 'sqlite3')
 BAG_VERSION = 9                       # rosbag2 metadata version written by Jazzy/Kilted
+#: the ROS distribution whose message definitions the writer serializes with (``make_typestore``),
+#: recorded as the bag's ``ros_distro`` like ``ros2 bag record`` does (rosbags would write 'rosbags')
+ROS_DISTRO = 'kilted'
 SAMPLES_KEY = 'av_snn.samples'        # custom_data key: JSON list of the recorded samples
 RECORDING_KEY = 'av_snn.recording'    # custom_data key: JSON dict describing how the bag was made
 
@@ -87,10 +92,10 @@ def find_msg_dir() -> Path:
 
 
 def make_typestore(msg_dir: Path | None = None):
-    """A rosbags typestore for ROS 2 Kilted plus the project's custom messages."""
-    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+    """A rosbags typestore for ROS 2 :data:`ROS_DISTRO` plus the project's custom messages."""
+    from rosbags.typesys import get_types_from_msg
 
-    store = get_typestore(Stores.ROS2_KILTED)
+    store = distro_typestore()
     msg_dir = Path(msg_dir) if msg_dir is not None else find_msg_dir()
     types = {}
     for name in CUSTOM_MSG_NAMES:
@@ -100,7 +105,66 @@ def make_typestore(msg_dir: Path | None = None):
     return store
 
 
+def distro_typestore():
+    """rosbags' typestore of :data:`ROS_DISTRO`'s standard messages."""
+    from rosbags.typesys import Stores, get_typestore
+    return get_typestore(Stores[f'ROS2_{ROS_DISTRO.upper()}'])
+
+
 # ------------------------------------------------------------------------------------------ writing
+
+_ROSBAGS_DISTRO = re.compile(r'^(\s*ros_distro:) rosbags\s*$', re.MULTILINE)
+
+
+def _with_real_distro(metadata_yaml: str) -> str:
+    """rosbags' metadata text with ``ros_distro`` set to :data:`ROS_DISTRO`."""
+    text, n = _ROSBAGS_DISTRO.subn(rf'\1 {ROS_DISTRO}', metadata_yaml)
+    if n != 1:
+        raise RuntimeError('rosbags changed how it writes ros_distro; update bag_io._with_real_distro')
+    return text
+
+
+def _rosbag2_writer_class():
+    """rosbags' ``Writer`` with what ``ros2 bag record`` writes and rosbags does not: the real
+    ``ros_distro`` (metadata.yaml, the MCAP ``rosbag2`` metadata record, the sqlite3 ``schema`` table)
+    and, on MCAP channels, rosbag2's ``topic_type_hash`` metadata (the RIHS01 type hash) beside
+    ``offered_qos_profiles``, as rosbag2_storage_mcap's ``create_topic`` does."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.rosbag2 import storage_mcap as mcap
+    from rosbags.rosbag2.storage_sqlite3 import Sqlite3Writer
+
+    class McapStorage(mcap.McapWriter):
+        def add_connection(self, connection, offered_qos_profiles: str) -> None:
+            metadata = BytesIO()
+            for key, value in (('offered_qos_profiles', offered_qos_profiles),
+                               ('topic_type_hash', connection.digest)):
+                mcap.write_string(metadata, key)
+                mcap.write_string(metadata, value)
+            self.channels.append(mcap.Channel(connection.id, connection.msgtype, connection.topic,
+                                              connection.ext.serialization_format, metadata.getvalue()))
+            self.channel_stats[connection.id] = 0
+            mcap.write_channel(self.chunk.bio, self.channels[-1], self.schemas)
+
+        def close(self, version: int, metadata: str) -> None:
+            super().close(version, _with_real_distro(metadata))
+
+    class SqliteStorage(Sqlite3Writer):
+        SQLITE_SCHEMA = Sqlite3Writer.SQLITE_SCHEMA.replace("'rosbags'", f"'{ROS_DISTRO}'")
+
+        def close(self, version: int, metadata: str) -> None:
+            super().close(version, _with_real_distro(metadata))
+
+    if "'rosbags'" not in Sqlite3Writer.SQLITE_SCHEMA:
+        raise RuntimeError('rosbags changed its sqlite3 schema; update bag_io._rosbag2_writer_class')
+
+    class Rosbag2Writer(Writer):
+        STORAGE_PLUGINS = {StoragePlugin.MCAP: McapStorage, StoragePlugin.SQLITE3: SqliteStorage}
+
+        def close(self) -> None:
+            super().close()
+            self.metapath.write_text(_with_real_distro(self.metapath.read_text()))
+
+    return Rosbag2Writer
 
 class BagWriter:
     """Write frames, audio chunks and labels into a new rosbag2 bag (``mcap`` or ``sqlite3``).
@@ -112,7 +176,7 @@ class BagWriter:
     """
 
     def __init__(self, path: str | os.PathLike, storage: str = 'mcap', typestore=None) -> None:
-        from rosbags.rosbag2 import StoragePlugin, Writer
+        from rosbags.rosbag2 import StoragePlugin
 
         if storage not in STORAGES:
             raise ValueError(f'storage must be one of {STORAGES}, got {storage!r}')
@@ -121,7 +185,7 @@ class BagWriter:
             raise FileExistsError(f'{self.path} already exists; choose a new bag path')
         plugin = StoragePlugin.MCAP if storage == 'mcap' else StoragePlugin.SQLITE3
         self.store = typestore if typestore is not None else make_typestore()
-        self._writer = Writer(self.path, version=BAG_VERSION, storage_plugin=plugin)
+        self._writer = _rosbag2_writer_class()(self.path, version=BAG_VERSION, storage_plugin=plugin)
         self._connections: dict[str, Any] = {}
         self.counts: dict[str, int] = {}
 
@@ -309,11 +373,11 @@ class BagReader:
             raise BagError(f'cannot read bag {self.path}: {_error_text(exc)}') from exc
 
     def __enter__(self) -> 'BagReader':
-        from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+        from rosbags.typesys import get_types_from_msg
 
         try:
             self._reader.open()
-            self.store = get_typestore(Stores.ROS2_KILTED)
+            self.store = distro_typestore()
             for conn in self._reader.connections:
                 if conn.msgtype not in self.store.types and conn.msgdef.data:
                     self.store.register(get_types_from_msg(conn.msgdef.data, conn.msgtype))

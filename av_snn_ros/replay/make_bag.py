@@ -184,17 +184,35 @@ def write_samples_bag(out: str | Path, samples: Sequence, labels: Sequence[str],
 
 # ---------------------------------------------------------------------------------------------- CLI
 
-def _preprocess_config(card: str | None) -> tuple[PreprocessConfig, str | None]:
-    """The card's preprocessing (so the bag matches the model); the shipped default card if present."""
+def card_reference(card) -> dict:
+    """How a bag's recording metadata names the card whose preprocessing it follows.
+
+    ``card`` is relative to the repository (share dir) when the card is in it, else the card's own
+    folder and file name: never absolute, since a bag outlives the machine that wrote it. The card's
+    name and weights hash identify it wherever it moves. ``card`` is a :class:`ModelCard`.
+    """
+    from ..paths import share_dir
+    path = Path(card.path).resolve()
+    try:
+        ref = path.relative_to(Path(share_dir()).resolve()).as_posix()
+    except ValueError:
+        ref = f'{path.parent.name}/{path.name}'
+    return {'card': ref, 'card_name': card.name, 'card_weights_sha256': card.weights_sha256}
+
+
+def _preprocess_config(card: str | None) -> tuple[PreprocessConfig, dict]:
+    """The card's preprocessing (so the bag matches the model; the shipped default card if present)
+    and :func:`card_reference` of the card (``{'card': None}`` without one)."""
     from ..model_card import ModelCard
     from ..paths import default_model_card
 
     if card is None:
         default = default_model_card()
         if not default.is_file():
-            return PreprocessConfig(), None
+            return PreprocessConfig(), {'card': None}
         card = str(default)
-    return ModelCard.load(card, verify=False).preprocessing, str(card)
+    loaded = ModelCard.load(card, verify=False)       # only the preprocessing is used: no weights loaded
+    return loaded.preprocessing, card_reference(loaded)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -239,7 +257,7 @@ def main(args: argparse.Namespace) -> int:
     records = write_samples_bag(
         args.out, samples, LABELS, rec, storage=args.storage,
         extra_metadata={'split': args.split, 'protocol': args.protocol, 'seed': args.seed,
-                        'speakers': list(dataset.speakers), 'num': len(dataset), 'card': card,
+                        'speakers': list(dataset.speakers), 'num': len(dataset), **card,
                         'preprocessing': asdict(cfg)})
     duration = (records[-1].span_end_ns - records[0].span_start_ns) / bag_io.NS_PER_S
     size = sum(f.stat().st_size for f in Path(args.out).rglob('*') if f.is_file())

@@ -44,11 +44,15 @@ def test_round_trip_real_samples(tmp_path, samples, storage):
 
     assert topics == {bag_io.IMAGE_TOPIC: bag_io.IMAGE_TYPE, bag_io.AUDIO_TOPIC: bag_io.AUDIO_TYPE,
                       bag_io.GROUND_TRUTH_TOPIC: bag_io.LABEL_TYPE}
-    # receive time == header stamp for sensor data, == span end for labels; stored in time order
+    # receive time == header stamp for frames, == span end for labels, == the end of an audio chunk
+    # (its last sample: bag time never precedes the data); stored in time order
     times = [m.time_ns for m, _ in decoded]
     assert times == sorted(times)
     for m, msg in decoded:
-        assert m.time_ns == bag_io.stamp_ns(msg.header.stamp) == bag_io.header_stamp_ns(m.raw)
+        assert bag_io.stamp_ns(msg.header.stamp) == bag_io.header_stamp_ns(m.raw)
+        duration = (len(msg.data) // 2 * bag_io.NS_PER_S // msg.sample_rate if m.topic == bag_io.AUDIO_TOPIC
+                    else 0)
+        assert m.time_ns == bag_io.stamp_ns(msg.header.stamp) + duration
 
     # audio: contiguous 20 ms chunks from t0, 16 kHz S16LE
     audio = [(bag_io.stamp_ns(msg.header.stamp), msg) for m, msg in decoded if m.topic == bag_io.AUDIO_TOPIC]

@@ -169,8 +169,10 @@ def _rosbag2_writer_class():
 class BagWriter:
     """Write frames, audio chunks and labels into a new rosbag2 bag (``mcap`` or ``sqlite3``).
 
-    The receive timestamp of every message equals its header stamp, as if recorded with no transport
-    delay, so a player paced by receive time reproduces the sensor timing exactly.
+    Receive timestamps are those of a recorder with no transport delay: a frame or label is received at
+    its header stamp, an audio chunk when its last sample has been recorded (stamp = first sample, plus
+    the chunk's duration), as a microphone delivers it. A player paced by receive time reproduces the
+    sensor timing, and bag time (``/clock`` in replay) never precedes the data it carries.
 
     Use as a context manager; ``path`` must not exist yet.
     """
@@ -249,7 +251,8 @@ class BagWriter:
 
     def write_audio(self, stamp: int, pcm: np.ndarray, sample_rate: int, channels: int = 1,
                     frame_id: str = 'microphone', topic: str = AUDIO_TOPIC) -> None:
-        """One ``AudioChunk`` (interleaved when ``channels`` > 1); stamp = first sample.
+        """One ``AudioChunk`` (interleaved when ``channels`` > 1); stamp = first sample, received once
+        its last sample is recorded.
 
         ``pcm`` int16 is written as S16LE, float32 (in [-1, 1]) as F32LE.
         """
@@ -266,7 +269,7 @@ class BagWriter:
         data = np.frombuffer(pcm.astype(wire).tobytes(), dtype=np.uint8)
         msg = audio_cls(header=self._header(stamp, frame_id), sample_rate=sample_rate, channels=channels,
                         encoding=encoding, data=data)
-        self._write(topic, AUDIO_TYPE, stamp, msg)
+        self._write(topic, AUDIO_TYPE, stamp + (pcm.size // channels) * NS_PER_S // sample_rate, msg)
 
     def write_label(self, span_start: int, span_end: int, class_id: int, label: str,
                     frame_id: str = '', topic: str = GROUND_TRUTH_TOPIC) -> None:

@@ -151,11 +151,15 @@ def write_samples_bag(out: str | Path, samples: Sequence, labels: Sequence[str],
     frames = [camera_frame(s.image, rec.image_size, rec.encoding) for s in samples]
     end_ns = t0 + n_segments * seg_ns
 
-    # Events in time order; at equal stamps: ground truth (closes a span), then audio, then image.
+    # Events in receive-time order (a chunk is received when its last sample is recorded, see
+    # BagWriter); at equal times: ground truth (closes a span), then audio, then image.
     events: list[tuple[int, int, int]] = []
     chunk_n = rec.chunk_samples
+
+    def chunk_stamp(c: int) -> int:
+        return t0 + c * chunk_n * bag_io.NS_PER_S // rec.sample_rate
     for c in range(len(audio) // chunk_n):
-        events.append((t0 + c * chunk_n * bag_io.NS_PER_S // rec.sample_rate, 1, c))
+        events.append((chunk_stamp(c + 1), 1, c))
     frame_period_ns = bag_io.NS_PER_S / rec.fps
     j = 0
     while (t := t0 + int(round(j * frame_period_ns))) < end_ns:
@@ -175,7 +179,7 @@ def write_samples_bag(out: str | Path, samples: Sequence, labels: Sequence[str],
                 writer.write_label(r.span_start_ns, r.span_end_ns, r.label, r.label_name,
                                    topic=topics['ground_truth'])
             elif kind == 1:
-                writer.write_audio(t, audio[idx * chunk_n:(idx + 1) * chunk_n], rec.sample_rate,
+                writer.write_audio(chunk_stamp(idx), audio[idx * chunk_n:(idx + 1) * chunk_n], rec.sample_rate,
                                    topic=topics['audio'])
             else:
                 writer.write_image(t, frames[(t - t0) // seg_ns], encoding=rec.encoding, topic=topics['image'])

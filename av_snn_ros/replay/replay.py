@@ -42,6 +42,8 @@ from . import bag_io, scoring
 
 CLASSIFICATION_TOPIC = '/classification'
 DIAGNOSTICS_TOPIC = '/diagnostics'
+CLOCK_TOPIC = '/clock'                # bag time for the classifier (use_sim_time), remapped into the namespace
+CLOCK_PERIOD_S = 0.01                 # /clock publish period while bag time runs between messages
 NODE_NAME = 'av_classifier'
 PLAYER_NODE_NAME = 'av_snn_replay'
 # Topics a recorded robot bag may contain that must not be replayed into the graph we score.
@@ -193,12 +195,16 @@ def _describe(topics: dict[str, str]) -> str:
 def _node_command(opts: ReplayOptions, card: Path, params_file: Path, compressed: bool) -> list[str]:
     """The classifier node as its own process, running the same code as this process.
 
-    Besides the params file it gets what the replay itself decides: start at once, the scored card, and
-    raw or compressed image input as the bag holds.
+    Besides the params file it gets what the replay itself decides: start at once, the scored card, raw
+    or compressed image input as the bag holds, and bag time as its clock (``use_sim_time`` on the
+    replay's ``/clock``, see :class:`_BagClock`).
     """
     args = ['--ros-args', '--params-file', str(params_file), '-r', f'__ns:={opts.namespace or "/"}',
-            '-p', 'autostart:=true',
+            '-p', 'autostart:=true', '-p', 'use_sim_time:=true',
             '-p', f'model.card:={card}', '-p', f'input.compressed:={str(compressed).lower()}']
+    if opts.namespace:
+        # the node's clock follows this replay's bag time, not another replay's (or a robot's) /clock
+        args += ['-r', f'{CLOCK_TOPIC}:={opts.namespace}{CLOCK_TOPIC}']
     if opts.backend:
         args += ['-p', f'backend.name:={opts.backend}']
     code = 'import sys; from av_snn_ros.ros.classifier_node import main; sys.exit(main())'
@@ -276,6 +282,74 @@ class _Collector:
             self.cond.notify_all()
 
 
+class _BagClock:
+    """Publishes bag time on ``/clock`` for the classifier, which runs with ``use_sim_time``.
+
+    So the node's clock reads the recording's time, as under ``ros2 bag play --clock``, and its
+    stamp-to-publish latency means something for a bag recorded long ago (against the wall clock it
+    read the bag's age, ~1e8 s). The time is the receive time of the message being published; between
+    messages it runs on at the replay rate (the player is pacing), it holds while the player waits for
+    the classifier (flow control) and, as fast as possible, jumps from message to message. After the
+    last message it runs on at the rate (1.0 if as fast as possible), so the node's timers (diagnostics)
+    keep firing while the replay drains. It never goes backwards.
+    """
+
+    def __init__(self, node, topic: str) -> None:
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from rosgraph_msgs.msg import Clock
+        self._pub = node.create_publisher(Clock, topic, QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
+        self._msg = Clock()
+        self._lock = threading.Lock()
+        self._bag_ns: int | None = None        # bag time at the anchor
+        self._anchor_ns = 0                    # monotonic ns of the anchor
+        self._rate: float | None = None        # None: held
+        self._last_ns = -1
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name='replay-clock', daemon=True)
+        self._thread.start()
+
+    def _now_locked(self) -> int | None:
+        if self._bag_ns is None:
+            return None
+        if self._rate is None:
+            return self._bag_ns
+        return self._bag_ns + int((time.monotonic_ns() - self._anchor_ns) * self._rate)
+
+    def now_ns(self) -> int | None:
+        """The bag time published now (None before the first message)."""
+        with self._lock:
+            return self._now_locked()
+
+    def set(self, bag_ns: int, rate: float | None) -> None:
+        """Move to ``bag_ns`` (not backwards) and run on at ``rate`` (None: hold); publish at once."""
+        with self._lock:
+            self._bag_ns, self._anchor_ns, self._rate = max(bag_ns, self._last_ns), time.monotonic_ns(), rate
+            self._publish_locked()
+
+    def hold(self) -> None:
+        with self._lock:
+            if self._bag_ns is not None:
+                self._bag_ns, self._rate = self._now_locked(), None
+
+    def _publish_locked(self) -> None:
+        now = self._now_locked()
+        if now is None:
+            return
+        self._last_ns = now = max(now, self._last_ns)
+        self._msg.clock.sec, self._msg.clock.nanosec = divmod(now, bag_io.NS_PER_S)
+        self._pub.publish(self._msg)
+
+    def _run(self) -> None:
+        while not self._stopped.wait(CLOCK_PERIOD_S):
+            with self._lock:
+                if self._rate is not None:
+                    self._publish_locked()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join()
+
+
 class _Player:
     """Publishes bag messages with pacing and flow control; records what it sent when."""
 
@@ -298,6 +372,7 @@ class _Player:
         self._granted_ns = 0
         self.published = 0
         self.stats: bag_io.ReadStats | None = None   # what this pass read / could not decode (set by play)
+        self.clock: _BagClock | None = None           # bag time for the node (set by run_replay)
 
     def _wait_for_window(self, stamp_ns: int, first_stamp_ns: int, window_ns: int) -> None:
         """Block while ``stamp_ns`` is more than the lookahead past the newest classified window.
@@ -321,6 +396,8 @@ class _Player:
                     self.stalls += 1
                     self._granted_ns = stamp_ns
                     break
+                if self.clock is not None:
+                    self.clock.hold()           # bag time stands still while the player waits
                 c.cond.wait(POLL_S)
                 self.alive()
         self.flow_wait_s += time.monotonic() - started
@@ -353,6 +430,8 @@ class _Player:
                 while (delay := target - time.monotonic_ns()) > 0:
                     time.sleep(min(delay / bag_io.NS_PER_S, MAX_PLAYER_SLEEP_S))
                     self.alive()
+            if self.clock is not None:
+                self.clock.set(message.time_ns, rate)       # the node's now() >= this message's time
             self.publishers[message.topic].publish(message.raw)
             self.published += 1
             if stamp is not None:
@@ -427,6 +506,7 @@ def run_replay(opts: ReplayOptions, on_classification: Callable[[Received], None
                     else tempfile.NamedTemporaryFile('w+', prefix='av_classifier-', suffix='.log', delete=False))
         process = None
         executor = None
+        clock = None
         tmp_dir = tempfile.mkdtemp(prefix='av-snn-replay-')
         try:
             node = rclpy.create_node(PLAYER_NODE_NAME, context=context)
@@ -442,6 +522,7 @@ def run_replay(opts: ReplayOptions, on_classification: Callable[[Received], None
             # Publishers exist before the classifier starts: its subscriptions then match writers it
             # already knows, so once our writers see them matched, the first messages are not lost.
             player = _Player(node, {b: ns + g for b, g in topic_map.items()}, topics, collector, opts)
+            player.clock = clock = _BagClock(node, ns + CLOCK_TOPIC)
             compressed = bag_io.IMAGE_TOPIC not in topic_map.values()
             node_params_file = namespaced_params_file(params_file, f'{ns}/{NODE_NAME}', Path(tmp_dir))
             process = subprocess.Popen(_node_command(opts, card_path, node_params_file, compressed),
@@ -461,11 +542,16 @@ def run_replay(opts: ReplayOptions, on_classification: Callable[[Received], None
                 on_ready()
             wall_start = time.monotonic()
             player.play(reader, window_ns)
+            end_ns = clock.now_ns()
+            if end_ns is not None:
+                clock.set(end_ns, opts.rate or 1.0)   # bag time runs on: the node's timers fire while draining
             last_stamp = max(player.sent_stamps, default=None)
             _drain(collector, spans, last_stamp, opts.drain_timeout_s, alive)
             wall_s = time.monotonic() - wall_start
         finally:
             node_rc = _stop(process)
+            if clock is not None:
+                clock.stop()
             if executor is not None:
                 executor.shutdown(timeout_sec=SHUTDOWN_TIMEOUT_S)
             rclpy.try_shutdown(context=context)
@@ -682,8 +768,9 @@ def _report(opts, card, params_file, spans, samples, collector, player, wall_s, 
         'windows_formed': counters.get('windows_formed'),
         'windows_dropped': counters.get('windows_dropped'),
         'windows_classified': counters.get('windows_classified'),
-        # the node's own inference time (its stamp_to_publish compares bag stamps with now(): not meaningful)
         'node_inference_latency_s': _with_prefix(counters, 'latency.inference_'),
+        # the node's clock runs on bag time (_BagClock): its now() at publish minus the window end
+        'node_stamp_to_publish_s': _with_prefix(counters, 'latency.stamp_to_publish_'),
         'node_queue_wait_s': _with_prefix(counters, 'latency.queue_wait_'),
         'backend': counters.get('backend'),
         'energy': _with_prefix(counters, 'energy.') or None,

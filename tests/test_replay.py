@@ -136,6 +136,48 @@ def test_params_file_follows_the_replay_namespace(tmp_path):
         namespaced_params_file(src, '/x/av_classifier', tmp_path)
 
 
+def test_bag_clock_never_runs_backwards_and_holds(ros_context):
+    """The /clock the replayed node runs on (use_sim_time): bag time set per message, running on at the
+    rate between messages, standing still while held, and never moving backwards."""
+    import time
+
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rosgraph_msgs.msg import Clock
+
+    from av_snn_ros.replay.replay import _BagClock
+    node = rclpy.create_node('bag_clock_test', context=ros_context)
+    seen: list[int] = []
+    node.create_subscription(Clock, '/test_bag_clock', lambda m: seen.append(m.clock.sec * S + m.clock.nanosec),
+                             100)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(node)
+    clock = _BagClock(node, '/test_bag_clock')
+    try:
+        assert clock.now_ns() is None
+        deadline = time.monotonic() + 10
+        while clock._pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.01)    # matched first: the first publish is not lost
+        clock.set(5 * S, None)
+        clock.set(4 * S, None)                       # an earlier message: the clock stays where it was
+        assert clock.now_ns() == 5 * S
+        clock.set(6 * S, 1000.0)                     # runs on at the rate between messages
+        while clock.now_ns() < 6 * S + S // 10 and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.01)
+        clock.hold()
+        held = clock.now_ns()
+        assert held >= 6 * S + S // 10 and clock.now_ns() == held
+        while (not seen or seen[-1] != held) and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.01)
+            clock.set(held, None)                    # re-publish until the subscription has it
+    finally:
+        clock.stop()
+        executor.shutdown()
+        node.destroy_node()
+    assert seen[0] == 5 * S and seen[-1] == held and seen == sorted(seen)
+    assert 4 * S not in seen and any(6 * S <= v < held for v in seen)      # ran on between set and hold
+
+
 # ------------------------------------------------------------------- through the real node graph
 
 PARITY_SAMPLES = 20

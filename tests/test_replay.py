@@ -61,6 +61,18 @@ def test_score_accuracy_recall_confusion_and_missed():
     json.dumps(report)                                              # JSON-ready
 
 
+def test_unreadable_labels_count_as_not_scored():
+    """Four readable labels of a bag that holds 25: 4/25, never 4/4."""
+    spans = [span(i, i) for i in range(4)]
+    result = scoring.score(spans, [pred(i, i) for i in range(4)], LABELS, unreadable_spans=21)
+    assert (result['correct'], result['num_spans'], result['missed'], result['unreadable_spans']) == (4, 4, 0, 21)
+    assert result['accuracy'] == pytest.approx(4 / 25)
+    assert scoring.score([], [], LABELS, unreadable_spans=3)['accuracy'] == 0.0
+    assert scoring.score([], [], LABELS)['accuracy'] is None
+    with pytest.raises(ValueError, match='unreadable_spans'):
+        scoring.score(spans, [], LABELS, unreadable_spans=-1)
+
+
 def test_percentiles_ignore_missing_values():
     assert scoring.percentiles([]) == {'p50': None, 'p95': None, 'p99': None}
     p = scoring.percentiles([float('nan'), 1.0, 2.0, 3.0, None])

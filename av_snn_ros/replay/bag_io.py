@@ -14,8 +14,8 @@ import os
 import re
 import struct
 import sys
-from io import BytesIO
 from dataclasses import dataclass, field
+from io import BytesIO
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -165,6 +165,7 @@ def _rosbag2_writer_class():
             self.metapath.write_text(_with_real_distro(self.metapath.read_text()))
 
     return Rosbag2Writer
+
 
 class BagWriter:
     """Write frames, audio chunks and labels into a new rosbag2 bag (``mcap`` or ``sqlite3``).

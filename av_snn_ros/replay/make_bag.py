@@ -158,6 +158,7 @@ def write_samples_bag(out: str | Path, samples: Sequence, labels: Sequence[str],
 
     def chunk_stamp(c: int) -> int:
         return t0 + c * chunk_n * bag_io.NS_PER_S // rec.sample_rate
+
     for c in range(len(audio) // chunk_n):
         events.append((chunk_stamp(c + 1), 1, c))
     frame_period_ns = bag_io.NS_PER_S / rec.fps

@@ -355,3 +355,20 @@ def test_make_bag_names_the_card_relative_never_absolute(tmp_path, data_root):
         assert recording['card'] == expected
         assert recording['card_weights_sha256'] == ModelCard.load(card).weights_sha256
         assert str(tmp_path) not in (bag / 'metadata.yaml').read_text()
+
+
+def test_shipped_demo_bag_follows_the_conventions():
+    """data/demo_bag was written by the project's writer: regenerated when the format changed."""
+    import yaml
+
+    import bag_faults
+    from av_snn_ros.replay.demo import demo_bag_path
+    bag = demo_bag_path()
+    info = yaml.safe_load((bag / 'metadata.yaml').read_text())['rosbag2_bagfile_information']
+    assert info['ros_distro'] == 'kilted'
+    hashes = {t['topic_metadata']['name']: t['topic_metadata']['type_description_hash']
+              for t in info['topics_with_message_count']}
+    assert {topic: meta.get('topic_type_hash') for topic, meta in bag_faults.channels(bag).values()} == hashes
+    with bag_io.BagReader(bag) as reader:
+        recording = reader.custom_data[bag_io.RECORDING_KEY]
+    assert recording['card'] == 'models/default/card.yaml'

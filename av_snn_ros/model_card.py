@@ -134,8 +134,8 @@ class ModelCard:
             return expected
         if not unhashed_models_allowed():
             raise ModelFileError(
-                f'{self.path}: {key} is empty or missing, so {path} cannot be checked; write the hash '
-                f'(`av-snn export --card` does) or, for development only, set {ALLOW_UNHASHED_ENV}=1')
+                f'{self.path}: {key} is empty or missing, so {path} cannot be checked; write its sha256 '
+                f'there (`sha256sum {path.name}`) or, for development only, set {ALLOW_UNHASHED_ENV}=1')
         if warn:
             log.warning('%s=1: loading %s WITHOUT a hash check (%s has no %s); never deploy this card',
                         ALLOW_UNHASHED_ENV, path, self.path, key)

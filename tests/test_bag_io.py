@@ -221,14 +221,42 @@ def test_unreadable_bag_is_one_clear_error(demo_copy, tmp_path, capsys, how):
     from av_snn_ros import cli
     bag, _ = demo_copy
     _damage(bag, how)
-    with pytest.raises(bag_io.BagError) as info:
-        with bag_io.BagReader(bag):
-            pass
-    assert str(info.value).startswith(f'cannot read bag {bag}: ') and '\n' not in str(info.value)
+    if how == 'corrupt_schema':                 # the bag opens; the topics of that type do not decode
+        with bag_io.BagReader(bag) as reader:
+            assert set(reader.type_errors) == {bag_io.AUDIO_TOPIC, bag_io.GROUND_TRUTH_TOPIC}
+    else:
+        with pytest.raises(bag_io.BagError) as info:
+            with bag_io.BagReader(bag):
+                pass
+        assert str(info.value).startswith(f'cannot read bag {bag}: ') and '\n' not in str(info.value)
     assert cli.main(['replay', str(bag), '--json', str(tmp_path / 'r.json')]) == 1
     err = capsys.readouterr().err
     assert err.count('\n') == 1 and err.startswith(f'av-snn replay: cannot read bag {bag}: '), err
     assert not (tmp_path / 'r.json').exists()
+
+
+def test_a_topic_whose_stored_definition_does_not_parse_does_not_make_the_bag_unreadable(tmp_path):
+    """An extra topic with an unparseable definition (an exotic IDL, a damaged schema) only makes that
+    topic undecodable; the rest of the bag reads as before."""
+    from rosbags.typesys import get_types_from_msg
+
+    import bag_faults
+    bag, state = tmp_path / 'bag', 'acme_msgs/msg/State'
+    store = bag_io.make_typestore()
+    store.register(get_types_from_msg('int32 level', state))
+    with bag_io.BagWriter(bag, typestore=store) as writer:
+        writer.write_label(0, S, 3, '3')
+        writer.write_raw('/robot/state', state, 0, store.serialize_cdr(store.types[state](level=1), state))
+    storage = bag_faults.mcap_file(bag)
+    data = storage.read_bytes()
+    assert data.count(b'int32 level') == 2                  # the schema, in the chunk and in the summary
+    storage.write_bytes(data.replace(b'int32 level', b'int32 le%el'))
+    with bag_io.BagReader(bag) as reader:
+        assert list(reader.type_errors) == ['/robot/state'] and state in reader.type_errors['/robot/state']
+        assert [s.class_id for s in reader.ground_truth()] == [3]
+        stats = reader.read_stats(['/robot/state'])
+        assert [reader.try_decode(m, stats) for m in reader.messages(['/robot/state'], stats)] == [None]
+        assert stats.undecodable == {'/robot/state': 1}
 
 
 def test_lost_and_undecodable_messages_are_counted_not_raised(demo_copy):

@@ -375,20 +375,39 @@ class BagReader:
             self._reader = Reader(self.path)
         except Exception as exc:   # rosbags raises several types for a bad metadata.yaml
             raise BagError(f'cannot read bag {self.path}: {_error_text(exc)}') from exc
+        self.type_errors: dict[str, str] = {}    # topic -> why its stored definition did not register
 
     def __enter__(self) -> 'BagReader':
-        from rosbags.typesys import get_types_from_msg
-
         try:
             self._reader.open()
             self.store = distro_typestore()
-            for conn in self._reader.connections:
-                if conn.msgtype not in self.store.types and conn.msgdef.data:
-                    self.store.register(get_types_from_msg(conn.msgdef.data, conn.msgtype))
-        except Exception as exc:   # truncated / corrupt storage or message definitions: one clear line
+        except Exception as exc:   # truncated / corrupt storage: one clear line
             self._close_quietly()
             raise BagError(f'cannot read bag {self.path}: {_error_text(exc)}') from exc
+        self.type_errors = self._register_types()
         return self
+
+    def _register_types(self) -> dict[str, str]:
+        """Register the bag's stored message definitions; ``{topic: why not}`` for those that fail.
+
+        One topic with a definition that cannot be parsed (an exotic IDL, a damaged schema) must not
+        make the whole bag unreadable: its messages just do not decode.
+        """
+        from rosbags.interfaces import MessageDefinitionFormat
+        from rosbags.typesys import get_types_from_idl, get_types_from_msg
+
+        errors = {}
+        for conn in self._reader.connections:
+            if conn.msgtype in self.store.types or not conn.msgdef.data:
+                continue
+            try:
+                if conn.msgdef.format == MessageDefinitionFormat.IDL:
+                    self.store.register(get_types_from_idl(conn.msgdef.data))
+                else:
+                    self.store.register(get_types_from_msg(conn.msgdef.data, conn.msgtype))
+            except Exception as exc:   # rosbags' parsers raise several types
+                errors[conn.topic] = f'{conn.msgtype}: its stored definition does not parse ({_error_text(exc)})'
+        return errors
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self._close_quietly()

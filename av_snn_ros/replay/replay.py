@@ -483,6 +483,12 @@ def run_replay(opts: ReplayOptions, on_classification: Callable[[Received], None
     with bag_io.BagReader(opts.bag) as reader:
         topics = reader.topics
         topic_map, skipped = _check_topics(topics, opts.remaps, opts.ground_truth_topic)
+        broken = {t: why for t, why in reader.type_errors.items() if t in topic_map}
+        if broken:
+            raise ReplayError(f'cannot read bag {opts.bag}: '
+                              + '; '.join(f'{t}: {why}' for t, why in broken.items()))
+        for topic, why in reader.type_errors.items():
+            skipped[topic] += f'; {why}'
         if skipped:
             print(f'av-snn replay: not replaying {len(skipped)} topic(s) the classifier does not read: '
                   + '; '.join(f'{t} ({why})' for t, why in skipped.items()), file=sys.stderr)

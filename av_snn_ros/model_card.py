@@ -157,8 +157,25 @@ class ModelCard:
             raise ModelFileError(f'model file {path} does not match its card (sha256 {actual[:12]}… '
                                  f'!= {expected[:12]}…): truncated, tampered or replaced')
 
-    def verified_onnx(self) -> Path:
-        """Path of the card's ONNX export after a hash check."""
+    def verified_onnx(self, path: str | Path | None = None) -> Path:
+        """Path of the card's ONNX export after a hash check.
+
+        ``path``: an ONNX named elsewhere (TensorRT's ``model_file_path``). It is accepted when it is
+        the card's export (then hash-checked like it) and otherwise only under the opt-out
+        :data:`ALLOW_UNHASHED_ENV`: nothing vouches for a file the card does not list.
+        """
+        if path is not None and (self.onnx is None or Path(path).resolve() != self.onnx.resolve()):
+            path = Path(path)
+            if not path.is_file():
+                raise ModelFileError(f'model file missing: {path}')
+            if not unhashed_models_allowed():
+                raise ModelFileError(
+                    f'{path} is not the ONNX export {self.path} lists and hashes (onnx: {self.onnx}); '
+                    f'export it into the card (`av-snn export --card`) or, for development only, set '
+                    f'{ALLOW_UNHASHED_ENV}=1')
+            log.warning('%s=1: loading %s WITHOUT a hash check (not the ONNX %s lists); never deploy this',
+                        ALLOW_UNHASHED_ENV, path, self.path)
+            return path
         if self.onnx is None:
             raise ModelFileError(f'{self.path}: the card names no ONNX export (run `av-snn export`)')
         self.verify_file(self.onnx, 'onnx_sha256')

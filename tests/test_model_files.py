@@ -151,6 +151,26 @@ def test_unhashed_opt_out_loads_with_a_loud_warning(card_dir: Path, monkeypatch,
     assert any(str(onnx_path) in w and 'onnx_sha256' in w for w in warned)
 
 
+def test_an_onnx_the_card_does_not_list_is_refused(card_dir: Path, tmp_path: Path, monkeypatch, caplog) -> None:
+    """TensorRT's ``model_file_path`` names an ONNX besides the card's: only the card's (hash-checked)
+    export, or any file under the development opt-out."""
+    monkeypatch.delenv(ALLOW_UNHASHED_ENV, raising=False)
+    card = ModelCard.load(card_dir / 'card.yaml')
+    other = tmp_path / 'other.onnx'
+    shutil.copy(card.onnx, other)                      # the same bytes, but nothing vouches for this path
+    with pytest.raises(ModelFileError, match='is not the ONNX export .* lists and hashes'):
+        card.verified_onnx(other)
+    same = card_dir / '..' / card_dir.name / card.onnx.name      # the card's own file, spelled differently
+    assert card.verified_onnx(same) == card.onnx
+    _flip_byte(card.onnx)
+    with pytest.raises(ModelFileError, match='does not match its card'):
+        card.verified_onnx(same)
+    monkeypatch.setenv(ALLOW_UNHASHED_ENV, '1')
+    with caplog.at_level('WARNING', logger='av_snn_ros.model_card'):
+        assert card.verified_onnx(other) == other
+    assert any(str(other) in r.getMessage() and 'WITHOUT a hash check' in r.getMessage() for r in caplog.records)
+
+
 def test_unverified_card_load_still_checks_the_weights_it_loads(card_dir: Path) -> None:
     """``verify=False`` (used to read a card's preprocessing) never lets other weights into the model."""
     from av_snn_ros.models.registry import create_model

@@ -3,17 +3,34 @@
 A card (``card.yaml``) sits beside its weights and holds the registered model name and arguments, the
 preprocessing config (the runtime never re-declares it), the labels, sha256 hashes of every artefact,
 and the training provenance and metrics. Loading verifies the hashes so a truncated or tampered file
-fails at start-up with a message naming it.
+fails at start-up with a message naming it. A card whose hash for an artefact it lists is empty or
+missing is refused the same way: an unchecked file is never loaded, unless the developer opt-out
+:data:`ALLOW_UNHASHED_ENV` is set (each such load is logged as a warning).
 """
 from __future__ import annotations
 
 import hashlib
+import io
+import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .config import load_yaml
 from .preprocessing import PreprocessConfig
+
+log = logging.getLogger(__name__)
+
+#: Development opt-out: ``AV_SNN_ALLOW_UNHASHED_MODEL=1`` loads artefacts whose card hash is empty or
+#: missing (a card being edited by hand, a half-written export), with a warning per load. Never on a robot.
+ALLOW_UNHASHED_ENV = 'AV_SNN_ALLOW_UNHASHED_MODEL'
+_TRUE = ('1', 'true', 'yes', 'on')
+
+
+def unhashed_models_allowed() -> bool:
+    """Whether :data:`ALLOW_UNHASHED_ENV` is set to a true value (``1``, ``true``, ``yes``, ``on``)."""
+    return os.environ.get(ALLOW_UNHASHED_ENV, '').strip().lower() in _TRUE
 
 
 class ModelFileError(RuntimeError):
@@ -31,6 +48,11 @@ def sha256_file(path: str | Path) -> str:
 _REQUIRED = ('name', 'model', 'labels', 'preprocessing', 'weights', 'weights_sha256')
 _OPTIONAL = ('model_args', 'onnx', 'onnx_sha256', 'modality_heads', 'logit_scale', 'training', 'metrics',
              'created', 'description', 'data', 'license')
+
+
+def _hash_value(value: Any) -> str:
+    """A card's hash entry as a string; ``''`` for an empty or null entry (refused when checked)."""
+    return '' if value is None else str(value).strip()
 
 
 def _positive_float(value: Any, path: Path) -> float:
@@ -90,45 +112,94 @@ class ModelCard:
         base = path.parent
         card = cls(
             path=path, name=str(data['name']), model=str(data['model']), labels=list(labels),
-            preprocessing=pre, weights=base / data['weights'], weights_sha256=str(data['weights_sha256']),
+            preprocessing=pre, weights=base / data['weights'], weights_sha256=_hash_value(data['weights_sha256']),
             model_args=dict(data.get('model_args') or {}),
             onnx=(base / data['onnx']) if data.get('onnx') else None,
-            onnx_sha256=data.get('onnx_sha256'),
+            onnx_sha256=_hash_value(data.get('onnx_sha256')) or None,
             modality_heads=tuple(data.get('modality_heads') or ('audio', 'visual')),
             logit_scale=_positive_float(data.get('logit_scale', 1.0), path),
             extra={k: data[k] for k in _OPTIONAL if k in data and k not in
                    ('model_args', 'onnx', 'onnx_sha256', 'modality_heads', 'logit_scale')},
         )
         if verify:
-            card.verify_file(card.weights, card.weights_sha256)
+            card.verify_file(card.weights, 'weights_sha256')
+            if card.onnx is not None:
+                card._hash_or_refuse(card.onnx, 'onnx_sha256', warn=False)   # a card listing an unhashed ONNX
         return card
 
-    @staticmethod
-    def verify_file(path: Path, expected_sha256: str | None) -> None:
-        """Raise :class:`ModelFileError` unless ``path`` exists and matches ``expected_sha256``."""
-        if not path.is_file():
-            raise ModelFileError(f'model file missing: {path}')
-        if expected_sha256:
-            actual = sha256_file(path)
-            if actual != expected_sha256:
-                raise ModelFileError(f'model file {path} does not match its card (sha256 {actual[:12]}… '
-                                     f'!= {expected_sha256[:12]}…): truncated, tampered or replaced')
+    def _hash_or_refuse(self, path: Path, key: str, warn: bool = True) -> str | None:
+        """The card's ``key`` hash for ``path``; refuse an empty/missing one unless the opt-out is set."""
+        expected = getattr(self, key)
+        if expected:
+            return expected
+        if not unhashed_models_allowed():
+            raise ModelFileError(
+                f'{self.path}: {key} is empty or missing, so {path} cannot be checked; write its sha256 '
+                f'there (`sha256sum {path.name}`) or, for development only, set {ALLOW_UNHASHED_ENV}=1')
+        if warn:
+            log.warning('%s=1: loading %s WITHOUT a hash check (%s has no %s); never deploy this card',
+                        ALLOW_UNHASHED_ENV, path, self.path, key)
+        return None
 
-    def verified_onnx(self) -> Path:
-        """Path of the card's ONNX export after a hash check."""
+    def verify_file(self, path: Path, key: str, data: bytes | None = None) -> None:
+        """Raise :class:`ModelFileError` unless ``path`` exists and matches the card's ``key`` hash.
+
+        ``data``: the file's bytes when the caller already read them (then exactly those bytes are
+        checked, so what is loaded is what was verified).
+        """
+        if data is None and not path.is_file():
+            raise ModelFileError(f'model file missing: {path}')
+        expected = self._hash_or_refuse(path, key)
+        if expected is None:
+            return
+        actual = hashlib.sha256(data).hexdigest() if data is not None else sha256_file(path)
+        if actual != expected:
+            raise ModelFileError(f'model file {path} does not match its card (sha256 {actual[:12]}… '
+                                 f'!= {expected[:12]}…): truncated, tampered or replaced')
+
+    def verified_onnx(self, path: str | Path | None = None) -> Path:
+        """Path of the card's ONNX export after a hash check.
+
+        ``path``: an ONNX named elsewhere (TensorRT's ``model_file_path``). It is accepted when it is
+        the card's export (then hash-checked like it) and otherwise only under the opt-out
+        :data:`ALLOW_UNHASHED_ENV`: nothing vouches for a file the card does not list.
+        """
+        if path is not None and (self.onnx is None or Path(path).resolve() != self.onnx.resolve()):
+            path = Path(path)
+            if not path.is_file():
+                raise ModelFileError(f'model file missing: {path}')
+            if not unhashed_models_allowed():
+                raise ModelFileError(
+                    f'{path} is not the ONNX export {self.path} lists and hashes (onnx: {self.onnx}); '
+                    f'export it into the card (`av-snn export --card`) or, for development only, set '
+                    f'{ALLOW_UNHASHED_ENV}=1')
+            log.warning('%s=1: loading %s WITHOUT a hash check (not the ONNX %s lists); never deploy this',
+                        ALLOW_UNHASHED_ENV, path, self.path)
+            return path
         if self.onnx is None:
             raise ModelFileError(f'{self.path}: the card names no ONNX export (run `av-snn export`)')
-        self.verify_file(self.onnx, self.onnx_sha256)
+        self.verify_file(self.onnx, 'onnx_sha256')
         return self.onnx
 
     def load_torch_model(self):
-        """Rebuild the registered model and load its weights (``torch.load(weights_only=True)``)."""
+        """Rebuild the registered model and load its weights (``torch.load(weights_only=True)``).
+
+        The weights are read once and those bytes are hash-checked and loaded, whether or not the card
+        was loaded with ``verify=True`` (no unchecked or swapped-in file reaches ``torch.load``).
+        """
         import torch
 
         from .models.registry import create_model
+        try:
+            raw = self.weights.read_bytes()
+        except FileNotFoundError:
+            raise ModelFileError(f'model file missing: {self.weights}') from None
+        except OSError as exc:
+            raise ModelFileError(f'cannot read weights {self.weights}: {exc}') from exc
+        self.verify_file(self.weights, 'weights_sha256', data=raw)
         model = create_model(self.model, num_classes=self.num_classes, **self.model_args)
         try:
-            state = torch.load(self.weights, map_location='cpu', weights_only=True)
+            state = torch.load(io.BytesIO(raw), map_location='cpu', weights_only=True)
         except Exception as exc:  # torch raises several types for corrupt archives
             raise ModelFileError(f'cannot load weights {self.weights}: {exc}') from exc
         if isinstance(state, dict) and 'model' in state and isinstance(state['model'], dict):

@@ -44,11 +44,15 @@ def test_round_trip_real_samples(tmp_path, samples, storage):
 
     assert topics == {bag_io.IMAGE_TOPIC: bag_io.IMAGE_TYPE, bag_io.AUDIO_TOPIC: bag_io.AUDIO_TYPE,
                       bag_io.GROUND_TRUTH_TOPIC: bag_io.LABEL_TYPE}
-    # receive time == header stamp for sensor data, == span end for labels; stored in time order
+    # receive time == header stamp for frames, == span end for labels, == the end of an audio chunk
+    # (its last sample: bag time never precedes the data); stored in time order
     times = [m.time_ns for m, _ in decoded]
     assert times == sorted(times)
     for m, msg in decoded:
-        assert m.time_ns == bag_io.stamp_ns(msg.header.stamp) == bag_io.header_stamp_ns(m.raw)
+        assert bag_io.stamp_ns(msg.header.stamp) == bag_io.header_stamp_ns(m.raw)
+        duration = (len(msg.data) // 2 * bag_io.NS_PER_S // msg.sample_rate if m.topic == bag_io.AUDIO_TOPIC
+                    else 0)
+        assert m.time_ns == bag_io.stamp_ns(msg.header.stamp) + duration
 
     # audio: contiguous 20 ms chunks from t0, 16 kHz S16LE
     audio = [(bag_io.stamp_ns(msg.header.stamp), msg) for m, msg in decoded if m.topic == bag_io.AUDIO_TOPIC]
@@ -172,3 +176,227 @@ def test_image_decoding_handles_padded_rows_and_bgr():
     Msg.data = np.arange(10, dtype=np.uint8)
     with pytest.raises(ValueError, match='too small'):
         bag_io.image_to_array(Msg)
+
+
+# ------------------------------------------------------------------------------------ damaged bags
+
+S = bag_io.NS_PER_S
+
+
+@pytest.fixture
+def demo_copy(tmp_path):
+    """A private copy of the bundled real-data demo bag (tests damage it)."""
+    import shutil
+
+    from av_snn_ros.replay.demo import demo_bag_path
+    dst = tmp_path / 'bag'
+    shutil.copytree(demo_bag_path(), dst)
+    with bag_io.BagReader(dst) as reader:
+        return dst, reader.start_ns
+
+
+def _damage(bag, how: str) -> None:
+    import bag_faults
+    storage = bag_faults.mcap_file(bag)
+    if how == 'truncated':
+        data = storage.read_bytes()
+        storage.write_bytes(data[:len(data) // 2])
+    elif how == 'metadata_only':
+        storage.unlink()
+    elif how == 'empty_storage':
+        storage.write_bytes(b'')
+    elif how == 'bad_metadata':
+        (bag / 'metadata.yaml').write_text('rosbag2_bagfile_information: [1, 2\n')
+    else:                                   # the stored definition of a custom message type is garbage
+        data = bytearray(storage.read_bytes())
+        for op, body, _ in bag_faults._all_records(data):
+            if op == bag_faults.OP_SCHEMA:
+                data[body + 60:body + 63] = b'%!%'
+        storage.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize('how', ['truncated', 'metadata_only', 'empty_storage', 'bad_metadata', 'corrupt_schema'])
+def test_unreadable_bag_is_one_clear_error(demo_copy, tmp_path, capsys, how):
+    """Damaged bags used to end in the storage parser's 19-23-line tracebacks."""
+    from av_snn_ros import cli
+    bag, _ = demo_copy
+    _damage(bag, how)
+    if how == 'corrupt_schema':                 # the bag opens; the topics of that type do not decode
+        with bag_io.BagReader(bag) as reader:
+            assert set(reader.type_errors) == {bag_io.AUDIO_TOPIC, bag_io.GROUND_TRUTH_TOPIC}
+    else:
+        with pytest.raises(bag_io.BagError) as info:
+            with bag_io.BagReader(bag):
+                pass
+        assert str(info.value).startswith(f'cannot read bag {bag}: ') and '\n' not in str(info.value)
+    assert cli.main(['replay', str(bag), '--json', str(tmp_path / 'r.json')]) == 1
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and err.startswith(f'av-snn replay: cannot read bag {bag}: '), err
+    assert not (tmp_path / 'r.json').exists()
+
+
+def test_a_topic_whose_stored_definition_does_not_parse_does_not_make_the_bag_unreadable(tmp_path):
+    """An extra topic with an unparseable definition (an exotic IDL, a damaged schema) only makes that
+    topic undecodable; the rest of the bag reads as before."""
+    from rosbags.typesys import get_types_from_msg
+
+    import bag_faults
+    bag, state = tmp_path / 'bag', 'acme_msgs/msg/State'
+    store = bag_io.make_typestore()
+    store.register(get_types_from_msg('int32 level', state))
+    with bag_io.BagWriter(bag, typestore=store) as writer:
+        writer.write_label(0, S, 3, '3')
+        writer.write_raw('/robot/state', state, 0, store.serialize_cdr(store.types[state](level=1), state))
+    storage = bag_faults.mcap_file(bag)
+    data = storage.read_bytes()
+    assert data.count(b'int32 level') == 2                  # the schema, in the chunk and in the summary
+    storage.write_bytes(data.replace(b'int32 level', b'int32 le%el'))
+    with bag_io.BagReader(bag) as reader:
+        assert list(reader.type_errors) == ['/robot/state'] and state in reader.type_errors['/robot/state']
+        assert [s.class_id for s in reader.ground_truth()] == [3]
+        stats = reader.read_stats(['/robot/state'])
+        assert [reader.try_decode(m, stats) for m in reader.messages(['/robot/state'], stats)] == [None]
+        assert stats.undecodable == {'/robot/state': 1}
+
+
+def test_lost_and_undecodable_messages_are_counted_not_raised(demo_copy):
+    """Messages the storage does not deliver (the metadata still lists them) and messages whose CDR
+    does not decode are counted per topic against the bag's metadata."""
+    import bag_faults
+    bag, t0 = demo_copy
+    hidden = bag_faults.hide_messages(bag, lambda topic, t: (topic == bag_io.GROUND_TRUTH_TOPIC and t > t0 + 4 * S)
+                                      or (topic == bag_io.IMAGE_TOPIC and t >= t0 + 10 * S))
+    # CDR bytes 12-15 are the header's frame_id length: a huge one does not decode
+    corrupted = bag_faults.corrupt_messages(bag, lambda topic, t: topic == bag_io.AUDIO_TOPIC
+                                            and t0 + S <= t < t0 + S + S // 10, 12, b'\xff\xff\xff\x7f')
+    assert (hidden, corrupted) == (21 + 225, 5)
+    with bag_io.BagReader(bag) as reader:
+        stats = reader.read_stats(list(reader.topics))
+        decoded = [reader.try_decode(m, stats) for m in reader.messages(stats=stats)]
+        labels = reader.read_stats([bag_io.GROUND_TRUTH_TOPIC])
+        spans = reader.ground_truth(stats=labels)
+    assert stats.unread() == {bag_io.GROUND_TRUTH_TOPIC: 21, bag_io.IMAGE_TOPIC: 225}
+    assert stats.undecodable == {bag_io.AUDIO_TOPIC: 5} and stats.errors == []
+    assert sum(d is None for d in decoded) == 5 and len(decoded) == 1650 - 246
+    assert [s.end_ns - t0 for s in spans] == [1 * S, 2 * S, 3 * S, 4 * S]
+    assert labels.lost(bag_io.GROUND_TRUTH_TOPIC) == 21
+    per = stats.as_dict()['per_topic']
+    assert per[bag_io.AUDIO_TOPIC] == {'expected': 1250, 'read': 1250, 'unread': 0, 'undecodable': 5}
+
+
+def test_storage_damage_mid_bag_ends_the_pass_with_the_reason(demo_copy):
+    import struct
+
+    import bag_faults
+    bag, t0 = demo_copy
+
+    def impossible_length(data, body, _length):
+        data[body - 8:body] = struct.pack('<Q', 1 << 40)
+    assert bag_faults._edit_messages(bag, lambda topic, t: topic == bag_io.IMAGE_TOPIC
+                                     and t0 + 12 * S <= t < t0 + 12 * S + S // 10, impossible_length) == 2
+    with bag_io.BagReader(bag) as reader:
+        stats = reader.read_stats(list(reader.topics))
+        read = sum(1 for _ in reader.messages(stats=stats))
+        with pytest.raises(bag_io.BagError, match='cannot read bag'):
+            list(reader.messages())                      # without stats: one clear error, not rosbags'
+    assert len(stats.errors) == 1 and read == sum(stats.read.values()) < 1650
+    assert sum(stats.unread().values()) == 1650 - read
+
+
+# ------------------------------------------------------------------------- rosbag2 conventions
+
+def _installed_type_hash(msgtype: str) -> str | None:
+    """RIHS01 hash of ``pkg/msg/Name`` from the type description rosidl installed with the message
+    package (``share/<pkg>/msg/<Name>.json``: the ros-kilted wheels, and av_snn_msgs built here)."""
+    import json
+    import os
+    import sys
+    from pathlib import Path
+    pkg, _, name = msgtype.split('/')
+    for prefix in [sys.prefix, *os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep)]:
+        path = Path(prefix) / 'share' / pkg / 'msg' / f'{name}.json'
+        if prefix and path.is_file():
+            hashes = json.loads(path.read_text())['type_hashes']
+            return next(h['hash_string'] for h in hashes if h['type_name'] == msgtype)
+    return None
+
+
+@pytest.mark.parametrize('storage', bag_io.STORAGES)
+def test_bags_carry_rosbag2_type_hashes_and_the_real_distro(tmp_path, samples, storage):
+    """As `ros2 bag record` writes them: ros_distro is the distribution (rosbags wrote 'rosbags'), and
+    MCAP channels carry rosbag2's `topic_type_hash` beside `offered_qos_profiles` (they lacked it)."""
+    import yaml
+
+    import bag_faults
+    bag = tmp_path / 'bag'
+    write_samples_bag(bag, samples[:1], [str(d) for d in range(10)], RecordingConfig(), storage=storage)
+    info = yaml.safe_load((bag / 'metadata.yaml').read_text())['rosbag2_bagfile_information']
+    assert info['ros_distro'] == 'kilted' == bag_io.ROS_DISTRO
+    hashes = {t['topic_metadata']['name']: t['topic_metadata']['type_description_hash']
+              for t in info['topics_with_message_count']}
+    types = {t['topic_metadata']['name']: t['topic_metadata']['type'] for t in info['topics_with_message_count']}
+    for topic, msgtype in types.items():
+        installed = _installed_type_hash(msgtype)
+        if installed is None:
+            pytest.skip(f'no installed type description for {msgtype} (run scripts/install.sh)')
+        assert hashes[topic] == installed, topic
+    if storage == 'mcap':
+        stored = {topic: meta for topic, meta in bag_faults.channels(bag).values()}
+        assert stored.keys() == types.keys()
+        for topic, meta in stored.items():
+            assert set(meta) == {'offered_qos_profiles', 'topic_type_hash'}
+            assert meta['topic_type_hash'] == hashes[topic] and meta['topic_type_hash'].startswith('RIHS01_')
+        embedded = yaml.safe_load(bag_faults.metadata_records(bag)['rosbag2']['serialized_metadata'])
+        assert embedded['ros_distro'] == 'kilted'
+    else:
+        import sqlite3
+        db = sqlite3.connect(next(bag.glob('*.db3')))
+        try:
+            assert db.execute('SELECT ros_distro FROM schema').fetchall() == [('kilted',)]
+            embedded = yaml.safe_load(db.execute('SELECT metadata FROM metadata').fetchone()[0])
+        finally:
+            db.close()
+        assert embedded['ros_distro'] == 'kilted'
+    with bag_io.BagReader(bag) as reader:                   # and it still reads back
+        assert reader.message_counts == {t['topic_metadata']['name']: t['message_count']
+                                         for t in info['topics_with_message_count']}
+
+
+def test_make_bag_names_the_card_relative_never_absolute(tmp_path, data_root):
+    """The recording metadata held the absolute card path of the machine that wrote the bag."""
+    import shutil
+
+    from av_snn_ros import cli
+    from av_snn_ros.model_card import ModelCard
+    from av_snn_ros.paths import default_model_card
+    shipped = default_model_card()
+    if not shipped.is_file():
+        pytest.skip('no shipped default model card')
+    elsewhere = tmp_path / 'my_card'
+    shutil.copytree(shipped.parent, elsewhere)
+    for card, expected in ((shipped, 'models/default/card.yaml'), (elsewhere / 'card.yaml', 'my_card/card.yaml')):
+        bag = tmp_path / f'bag_{card.parent.name}'
+        assert cli.main(['make-bag', '--data-root', str(data_root), '--out', str(bag), '--num', '1',
+                         '--card', str(card.resolve())]) == 0
+        with bag_io.BagReader(bag) as reader:
+            recording = reader.custom_data[bag_io.RECORDING_KEY]
+        assert recording['card'] == expected
+        assert recording['card_weights_sha256'] == ModelCard.load(card).weights_sha256
+        assert str(tmp_path) not in (bag / 'metadata.yaml').read_text()
+
+
+def test_shipped_demo_bag_follows_the_conventions():
+    """data/demo_bag was written by the project's writer: regenerated when the format changed."""
+    import yaml
+
+    import bag_faults
+    from av_snn_ros.replay.demo import demo_bag_path
+    bag = demo_bag_path()
+    info = yaml.safe_load((bag / 'metadata.yaml').read_text())['rosbag2_bagfile_information']
+    assert info['ros_distro'] == 'kilted'
+    hashes = {t['topic_metadata']['name']: t['topic_metadata']['type_description_hash']
+              for t in info['topics_with_message_count']}
+    assert {topic: meta.get('topic_type_hash') for topic, meta in bag_faults.channels(bag).values()} == hashes
+    with bag_io.BagReader(bag) as reader:
+        recording = reader.custom_data[bag_io.RECORDING_KEY]
+    assert recording['card'] == 'models/default/card.yaml'

@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from av_snn_ros.model_card import ModelCard, ModelFileError, sha256_file
+from av_snn_ros.model_card import ALLOW_UNHASHED_ENV, ModelCard, ModelFileError, sha256_file
 
 MODEL = 'misnet_tiny'
 LABELS = [str(d) for d in range(10)]
@@ -94,8 +94,9 @@ def test_damaged_onnx_fails_verification(card_dir: Path, damage: str) -> None:
         create(card)
 
 
-def test_truncated_onnx_without_hash_is_refused_by_onnxruntime(card_dir: Path) -> None:
-    """Even a card that carries no ONNX hash cannot smuggle a broken graph past start-up."""
+def test_truncated_onnx_without_hash_is_refused_by_onnxruntime(card_dir: Path, monkeypatch) -> None:
+    """Even with the unhashed-model opt-out, a broken graph does not get past start-up."""
+    monkeypatch.setenv(ALLOW_UNHASHED_ENV, '1')
     data = _card_data(card_dir)
     data.pop('onnx_sha256')
     _write_card(card_dir, data)
@@ -103,6 +104,94 @@ def test_truncated_onnx_without_hash_is_refused_by_onnxruntime(card_dir: Path) -
     from av_snn_ros.backends.onnxruntime_backend import create
     with pytest.raises(ModelFileError, match='onnxruntime cannot load'):
         create(ModelCard.load(card_dir / 'card.yaml'))
+
+
+def _unhash(card_dir: Path, key: str, how: str) -> Path:
+    """Empty (``''``), null or remove the card's ``key``; returns the artefact it hashes."""
+    data = _card_data(card_dir)
+    if how == 'missing':
+        data.pop(key)
+    else:
+        data[key] = '' if how == 'empty' else None
+    _write_card(card_dir, data)
+    return card_dir / data['weights' if key == 'weights_sha256' else 'onnx']
+
+
+@pytest.mark.parametrize('key,how', [('weights_sha256', 'empty'), ('weights_sha256', 'null'),
+                                     ('onnx_sha256', 'missing'), ('onnx_sha256', 'empty')])
+def test_empty_or_missing_hash_is_refused(card_dir: Path, monkeypatch, key: str, how: str) -> None:
+    """A card whose hash is blank used to switch the check off silently; now it names the card and key."""
+    monkeypatch.delenv(ALLOW_UNHASHED_ENV, raising=False)
+    artefact = _unhash(card_dir, key, how)
+    with pytest.raises(ModelFileError) as info:
+        ModelCard.load(card_dir / 'card.yaml')
+    text = str(info.value)
+    assert f'{key} is empty or missing' in text and str(card_dir / 'card.yaml') in text
+    assert str(artefact) in text and ALLOW_UNHASHED_ENV in text
+    # a card read without verification (preprocessing only) still cannot load the artefact unchecked
+    card = ModelCard.load(card_dir / 'card.yaml', verify=False)
+    with pytest.raises(ModelFileError, match=f'{key} is empty or missing'):
+        card.load_torch_model() if key == 'weights_sha256' else card.verified_onnx()
+    if key == 'onnx_sha256':
+        from av_snn_ros.backends.onnxruntime_backend import create
+        with pytest.raises(ModelFileError, match=f'{key} is empty or missing'):
+            create(card)
+
+
+def test_unhashed_opt_out_loads_with_a_loud_warning(card_dir: Path, monkeypatch, caplog) -> None:
+    monkeypatch.setenv(ALLOW_UNHASHED_ENV, '1')
+    weights = _unhash(card_dir, 'weights_sha256', 'empty')
+    onnx_path = _unhash(card_dir, 'onnx_sha256', 'missing')
+    with caplog.at_level('WARNING', logger='av_snn_ros.model_card'):
+        card = ModelCard.load(card_dir / 'card.yaml')
+        assert card.verified_onnx() == onnx_path
+        assert not card.load_torch_model().training
+    warned = [r.getMessage() for r in caplog.records if r.levelname == 'WARNING']
+    assert any(str(weights) in w and 'WITHOUT a hash check' in w and ALLOW_UNHASHED_ENV in w for w in warned)
+    assert any(str(onnx_path) in w and 'onnx_sha256' in w for w in warned)
+
+
+def test_an_onnx_the_card_does_not_list_is_refused(card_dir: Path, tmp_path: Path, monkeypatch, caplog) -> None:
+    """TensorRT's ``model_file_path`` names an ONNX besides the card's: only the card's (hash-checked)
+    export, or any file under the development opt-out."""
+    monkeypatch.delenv(ALLOW_UNHASHED_ENV, raising=False)
+    card = ModelCard.load(card_dir / 'card.yaml')
+    other = tmp_path / 'other.onnx'
+    shutil.copy(card.onnx, other)                      # the same bytes, but nothing vouches for this path
+    with pytest.raises(ModelFileError, match='is not the ONNX export .* lists and hashes'):
+        card.verified_onnx(other)
+    same = card_dir / '..' / card_dir.name / card.onnx.name      # the card's own file, spelled differently
+    assert card.verified_onnx(same) == card.onnx
+    _flip_byte(card.onnx)
+    with pytest.raises(ModelFileError, match='does not match its card'):
+        card.verified_onnx(same)
+    monkeypatch.setenv(ALLOW_UNHASHED_ENV, '1')
+    with caplog.at_level('WARNING', logger='av_snn_ros.model_card'):
+        assert card.verified_onnx(other) == other
+    assert any(str(other) in r.getMessage() and 'WITHOUT a hash check' in r.getMessage() for r in caplog.records)
+
+
+def test_unverified_card_load_still_checks_the_weights_it_loads(card_dir: Path) -> None:
+    """``verify=False`` (used to read a card's preprocessing) never lets other weights into the model."""
+    from av_snn_ros.models.registry import create_model
+    card = ModelCard.load(card_dir / 'card.yaml', verify=False)
+    torch.manual_seed(1)
+    torch.save(create_model(MODEL, num_classes=len(LABELS)).state_dict(), card.weights)   # valid, not hashed
+    with pytest.raises(ModelFileError, match='does not match its card'):
+        card.load_torch_model()
+
+
+def test_shipped_cards_carry_every_hash_and_load() -> None:
+    from av_snn_ros.paths import share_dir
+    cards = sorted((share_dir() / 'models').glob('**/card.yaml'))
+    assert cards, 'no shipped model card found'
+    for path in cards:
+        data = yaml.safe_load(path.read_text())
+        assert data['weights_sha256'] and (data.get('onnx_sha256') or 'onnx' not in data), path
+        card = ModelCard.load(path)
+        if card.onnx is not None:
+            card.verified_onnx()
+        assert not card.load_torch_model().training
 
 
 def test_card_hash_mismatch_names_both_hashes(card_dir: Path) -> None:

@@ -61,6 +61,18 @@ def test_score_accuracy_recall_confusion_and_missed():
     json.dumps(report)                                              # JSON-ready
 
 
+def test_unreadable_labels_count_as_not_scored():
+    """Four readable labels of a bag that holds 25: 4/25, never 4/4."""
+    spans = [span(i, i) for i in range(4)]
+    result = scoring.score(spans, [pred(i, i) for i in range(4)], LABELS, unreadable_spans=21)
+    assert (result['correct'], result['num_spans'], result['missed'], result['unreadable_spans']) == (4, 4, 0, 21)
+    assert result['accuracy'] == pytest.approx(4 / 25)
+    assert scoring.score([], [], LABELS, unreadable_spans=3)['accuracy'] == 0.0
+    assert scoring.score([], [], LABELS)['accuracy'] is None
+    with pytest.raises(ValueError, match='unreadable_spans'):
+        scoring.score(spans, [], LABELS, unreadable_spans=-1)
+
+
 def test_percentiles_ignore_missing_values():
     assert scoring.percentiles([]) == {'p50': None, 'p95': None, 'p99': None}
     p = scoring.percentiles([float('nan'), 1.0, 2.0, 3.0, None])
@@ -93,10 +105,29 @@ def test_topic_check_explains_missing_inputs():
     topics = {'/camera/image_raw': 'sensor_msgs/msg/Image', '/mic/audio': 'av_snn_msgs/msg/AudioChunk'}
     with pytest.raises(ReplayError, match='--remap /camera/image_raw:=/image'):
         _check_topics(topics, {})
-    mapping = _check_topics(topics, {'/camera/image_raw': '/image', '/mic/audio': '/audio'})
-    assert mapping == {'/camera/image_raw': '/image', '/mic/audio': '/audio'}
+    mapping, skipped = _check_topics(topics, {'/camera/image_raw': '/image', '/mic/audio': '/audio'})
+    assert mapping == {'/camera/image_raw': '/image', '/mic/audio': '/audio'} and skipped == {}
     with pytest.raises(ReplayError, match='does not have'):
         _check_topics(topics, {'/nope': '/image'})
+
+
+def test_topics_the_classifier_does_not_read_are_skipped_and_reported_not_refused():
+    """A bag with one extra topic of a type not installed here used to be refused outright."""
+    topics = {'/image': 'sensor_msgs/msg/Image', '/audio': 'av_snn_msgs/msg/AudioChunk',
+              '/ground_truth': 'av_snn_msgs/msg/LabelStamped', '/robot/state': 'acme_msgs/msg/State',
+              '/tf': 'tf2_msgs/msg/TFMessage', '/classification': 'av_snn_msgs/msg/Classification',
+              '/image/compressed': 'sensor_msgs/msg/CompressedImage'}
+    mapping, skipped = _check_topics(topics, {})
+    assert mapping == {'/image': '/image', '/audio': '/audio', '/ground_truth': '/ground_truth'}
+    assert set(skipped) == {'/robot/state', '/tf', '/classification', '/image/compressed'}
+    assert 'acme_msgs/msg/State: not an input of the classifier' in skipped['/robot/state']
+    assert 'also has raw images' in skipped['/image/compressed']
+    # a topic remapped onto an input name but of another type is skipped too, with the type expected
+    topics = {'/image': 'sensor_msgs/msg/Image', '/audio': 'av_snn_msgs/msg/AudioChunk',
+              '/labels': 'std_msgs/msg/String'}
+    mapping, skipped = _check_topics(topics, {'/labels': '/ground_truth'})
+    assert mapping == {'/image': '/image', '/audio': '/audio'}
+    assert 'on /ground_truth, where the classifier expects av_snn_msgs/msg/LabelStamped' in skipped['/labels']
 
 
 def test_params_file_follows_the_replay_namespace(tmp_path):
@@ -115,6 +146,48 @@ def test_params_file_follows_the_replay_namespace(tmp_path):
     src.write_text('- not a mapping\n')
     with pytest.raises(ReplayError, match='not a ROS parameter file'):
         namespaced_params_file(src, '/x/av_classifier', tmp_path)
+
+
+def test_bag_clock_never_runs_backwards_and_holds(ros_context):
+    """The /clock the replayed node runs on (use_sim_time): bag time set per message, running on at the
+    rate between messages, standing still while held, and never moving backwards."""
+    import time
+
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rosgraph_msgs.msg import Clock
+
+    from av_snn_ros.replay.replay import _BagClock
+    node = rclpy.create_node('bag_clock_test', context=ros_context)
+    seen: list[int] = []
+    node.create_subscription(Clock, '/test_bag_clock', lambda m: seen.append(m.clock.sec * S + m.clock.nanosec),
+                             100)
+    executor = SingleThreadedExecutor(context=ros_context)
+    executor.add_node(node)
+    clock = _BagClock(node, '/test_bag_clock')
+    try:
+        assert clock.now_ns() is None
+        deadline = time.monotonic() + 10
+        while clock._pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.01)    # matched first: the first publish is not lost
+        clock.set(5 * S, None)
+        clock.set(4 * S, None)                       # an earlier message: the clock stays where it was
+        assert clock.now_ns() == 5 * S
+        clock.set(6 * S, 1000.0)                     # runs on at the rate between messages
+        while clock.now_ns() < 6 * S + S // 10 and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.01)
+        clock.hold()
+        held = clock.now_ns()
+        assert held >= 6 * S + S // 10 and clock.now_ns() == held
+        while (not seen or seen[-1] != held) and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.01)
+            clock.set(held, None)                    # re-publish until the subscription has it
+    finally:
+        clock.stop()
+        executor.shutdown()
+        node.destroy_node()
+    assert seen[0] == 5 * S and seen[-1] == held and seen == sorted(seen)
+    assert 4 * S not in seen and any(6 * S <= v < held for v in seen)      # ran on between set and hold
 
 
 # ------------------------------------------------------------------- through the real node graph
@@ -173,7 +246,8 @@ def test_replay_with_remapped_topics(tmp_path, data_root, card, replay_params):
                       topics={'image': '/camera/image_raw', 'audio': '/mic/audio'})
     with pytest.raises(ReplayError, match='--remap'):
         run_replay(ReplayOptions(bag=bag, card=card, params_file=replay_params, rate=None))
-    report = run_replay(ReplayOptions(bag=bag, card=card, params_file=replay_params, rate=None,
+    # real time (rate 1): the node's own stamp-to-publish latency is then a real latency in bag time
+    report = run_replay(ReplayOptions(bag=bag, card=card, params_file=replay_params, rate=1.0,
                                       remaps=parse_remaps(['/camera/image_raw:=/image', '/mic/audio:=/audio'])))
     assert report['topics'] == {'/camera/image_raw': '/image', '/mic/audio': '/audio',
                                 '/ground_truth': '/ground_truth'}
@@ -184,6 +258,10 @@ def test_replay_with_remapped_topics(tmp_path, data_root, card, replay_params):
     assert report['classifications_received'] == _expected_windows(report, 3)
     assert report['windows_dropped'] == 0 and report['windows_formed'] == report['classifications_received']
     assert all(c['latency_s'] > 0 for c in report['classifications'])
+    # the node runs on bag time (/clock): its now() minus the window end is a latency, not the bag's
+    # age (it read ~1e8 s for a bag stamped in 2023)
+    stamp_latency = report['node_stamp_to_publish_s']
+    assert 0 <= stamp_latency['p50_s'] <= stamp_latency['p99_s'] < 1.0, stamp_latency
     assert report['node_exit_code'] == 0, _node_log_tail(report)
     # the replay parameters reached the namespaced node (reliable, queued: nothing dropped)
     assert report['node_parameters']['qos.sensor.reliability'] == 'reliable'
@@ -220,6 +298,55 @@ def test_replay_matches_eval_on_held_out_speakers(tmp_path, data_root, card, rep
         np.testing.assert_allclose(scores[m['window_start_ns']], softmax / softmax.sum(), atol=SCORE_ATOL)
         assert m['predicted'] == e['prediction']
     assert abs(report['accuracy'] - evaluated['metrics']['accuracy']) <= 0.01
+
+
+def test_damaged_bag_is_reported_incomplete_never_perfect(tmp_path, card, replay_params, capsys):
+    """Red-team row: a damaged bag replayed with exit 0 and "100 % (4/4), 0 missed" after a handful of
+    its 49 windows. Here the storage hides 21 of the demo bag's 25 labels and all sensor data after 4 s
+    (its metadata still lists them), and the bag has an extra topic of a type not installed here."""
+    import bag_faults
+    from rosbags.typesys import get_types_from_msg
+
+    from av_snn_ros import cli
+    from av_snn_ros.replay import bag_io
+    from av_snn_ros.replay.demo import demo_bag_path
+    from av_snn_ros.replay.replay import EXIT_INCOMPLETE
+    bag, state = tmp_path / 'bag', 'acme_msgs/msg/State'
+    store = bag_io.make_typestore()
+    store.register(get_types_from_msg('int32 level', state))
+    with bag_io.BagReader(demo_bag_path()) as src, bag_io.BagWriter(bag, typestore=store) as dst:
+        t0 = src.start_ns
+        for key, value in src.custom_data.items():
+            dst.set_metadata(key, value)
+        for m in src.messages():
+            dst.write_raw(m.topic, m.msgtype, m.time_ns, m.raw)
+        for i in range(3):
+            dst.write_raw('/robot/state', state, t0 + i * S,
+                          store.serialize_cdr(store.types[state](level=i), state))
+    hidden = bag_faults.hide_messages(bag, lambda topic, t: topic != '/robot/state' and t > t0 + 4 * S)
+    assert hidden == 21 + (1250 - 200) + (375 - 61)
+    out_json = tmp_path / 'r.json'
+    rc = cli.main(['replay', str(bag), '--json', str(out_json), '--as-fast-as-possible', '--card', str(card),
+                   '--params-file', str(replay_params)])
+    captured = capsys.readouterr()
+    report = json.loads(out_json.read_text())
+    assert rc == EXIT_INCOMPLETE, captured.out + captured.err
+    assert (report['num_spans'], report['unreadable_spans']) == (4, 21)
+    assert report['accuracy'] <= 4 / 25
+    assert report['windows_in_bag_estimate'] == 49 and report['classifications_received'] <= 8
+    per_topic = report['bag_read']['per_topic']
+    assert (per_topic['/audio']['unread'], per_topic['/image']['unread']) == (1050, 314)
+    assert 0 <= report['node_stamp_to_publish_s']['p50_s'] < 5       # bag time, not the bag's age
+    first = captured.out.splitlines()[0]
+    assert '100.0%' not in first and ', 0 missed' not in first and '/25 labelled windows' in first, first
+    assert 'INCOMPLETE' in captured.out and '21 of 25 ground-truth labels' in captured.out
+    assert '/audio: 1050 of 1250 messages could not be read' in captured.out
+    # the unknown topic is skipped and said so, not a reason to refuse the bag
+    assert report['skipped_topics'] == {'/robot/state': f'{state}: not an input of the classifier'}
+    assert '/robot/state' in captured.err and report['node_exit_code'] == 0, _node_log_tail(report)
+    # --allow-incomplete: same report, exit 0
+    assert cli.main(['replay', str(bag), '--json', str(out_json), '--as-fast-as-possible', '--card', str(card),
+                     '--params-file', str(replay_params), '--allow-incomplete']) == 0
 
 
 # ------------------------------------------------------------------------------------------ demo

@@ -350,10 +350,11 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, fp16: bool = Tr
         extra={'onnx_path': str(opts.model_file_path)})
 
 
-def _card_onnx(card) -> Path:
+def _card_onnx(card, path: Path | None = None) -> Path:
+    """The card's ONNX, or ``path`` (``model_file_path``) when the card vouches for it (ModelCard.verified_onnx)."""
     from ..model_card import ModelFileError
     try:
-        return Path(card.verified_onnx())
+        return Path(card.verified_onnx(path))
     except ModelFileError as exc:
         raise BackendUnavailable(str(exc)) from exc
 
@@ -369,7 +370,7 @@ def build_engine_from_card(card, out_dir: str | Path | None = None, **options) -
     opts = TensorRTOptions.from_options(options)
     import_tensorrt()   # the clear reasons first, in the same order as create()
     cuda_device()
-    onnx_path = opts.model_file_path or _card_onnx(card)
+    onnx_path = _card_onnx(card, opts.model_file_path)
     with _api_errors_as_unavailable():
         result, _ = _resolve_engine(onnx_path, opts, stem=card.name)
     log.info('TensorRT engine %s (%s)', result.path, result.reason)
@@ -601,8 +602,8 @@ def create(card, options: TensorRTOptions | None = None) -> TensorRTBackend:
 
 def _create(card, opts: TensorRTOptions) -> TensorRTBackend:
     onnx_path = opts.model_file_path
-    if onnx_path is None and getattr(card, 'onnx', None) is not None:
-        onnx_path = _card_onnx(card)      # hash-checked against the card
+    if onnx_path is not None or getattr(card, 'onnx', None) is not None:
+        onnx_path = _card_onnx(card, onnx_path)      # hash-checked against the card
     result, key = _resolve_engine(onnx_path, opts, stem=getattr(card, 'name', 'model'))
     heads = getattr(card, 'modality_heads', None)
     try:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 import sys
 from dataclasses import dataclass, field
+from io import BytesIO
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -39,6 +41,9 @@ CUSTOM_MSG_NAMES = ('AudioChunk', 'Classification', 'LabelStamped')
 
 STORAGES = ('mcap', 'sqlite3')
 BAG_VERSION = 9                       # rosbag2 metadata version written by Jazzy/Kilted
+#: the ROS distribution whose message definitions the writer serializes with (``make_typestore``),
+#: recorded as the bag's ``ros_distro`` like ``ros2 bag record`` does (rosbags would write 'rosbags')
+ROS_DISTRO = 'kilted'
 SAMPLES_KEY = 'av_snn.samples'        # custom_data key: JSON list of the recorded samples
 RECORDING_KEY = 'av_snn.recording'    # custom_data key: JSON dict describing how the bag was made
 
@@ -87,10 +92,10 @@ def find_msg_dir() -> Path:
 
 
 def make_typestore(msg_dir: Path | None = None):
-    """A rosbags typestore for ROS 2 Kilted plus the project's custom messages."""
-    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+    """A rosbags typestore for ROS 2 :data:`ROS_DISTRO` plus the project's custom messages."""
+    from rosbags.typesys import get_types_from_msg
 
-    store = get_typestore(Stores.ROS2_KILTED)
+    store = distro_typestore()
     msg_dir = Path(msg_dir) if msg_dir is not None else find_msg_dir()
     types = {}
     for name in CUSTOM_MSG_NAMES:
@@ -100,19 +105,81 @@ def make_typestore(msg_dir: Path | None = None):
     return store
 
 
+def distro_typestore():
+    """rosbags' typestore of :data:`ROS_DISTRO`'s standard messages."""
+    from rosbags.typesys import Stores, get_typestore
+    return get_typestore(Stores[f'ROS2_{ROS_DISTRO.upper()}'])
+
+
 # ------------------------------------------------------------------------------------------ writing
+
+_ROSBAGS_DISTRO = re.compile(r'^(\s*ros_distro:) rosbags\s*$', re.MULTILINE)
+
+
+def _with_real_distro(metadata_yaml: str) -> str:
+    """rosbags' metadata text with ``ros_distro`` set to :data:`ROS_DISTRO`."""
+    text, n = _ROSBAGS_DISTRO.subn(rf'\1 {ROS_DISTRO}', metadata_yaml)
+    if n != 1:
+        raise RuntimeError('rosbags changed how it writes ros_distro; update bag_io._with_real_distro')
+    return text
+
+
+def _rosbag2_writer_class():
+    """rosbags' ``Writer`` with what ``ros2 bag record`` writes and rosbags does not: the real
+    ``ros_distro`` (metadata.yaml, the MCAP ``rosbag2`` metadata record, the sqlite3 ``schema`` table)
+    and, on MCAP channels, rosbag2's ``topic_type_hash`` metadata (the RIHS01 type hash) beside
+    ``offered_qos_profiles``, as rosbag2_storage_mcap's ``create_topic`` does."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.rosbag2 import storage_mcap as mcap
+    from rosbags.rosbag2.storage_sqlite3 import Sqlite3Writer
+
+    class McapStorage(mcap.McapWriter):
+        def add_connection(self, connection, offered_qos_profiles: str) -> None:
+            metadata = BytesIO()
+            for key, value in (('offered_qos_profiles', offered_qos_profiles),
+                               ('topic_type_hash', connection.digest)):
+                mcap.write_string(metadata, key)
+                mcap.write_string(metadata, value)
+            self.channels.append(mcap.Channel(connection.id, connection.msgtype, connection.topic,
+                                              connection.ext.serialization_format, metadata.getvalue()))
+            self.channel_stats[connection.id] = 0
+            mcap.write_channel(self.chunk.bio, self.channels[-1], self.schemas)
+
+        def close(self, version: int, metadata: str) -> None:
+            super().close(version, _with_real_distro(metadata))
+
+    class SqliteStorage(Sqlite3Writer):
+        SQLITE_SCHEMA = Sqlite3Writer.SQLITE_SCHEMA.replace("'rosbags'", f"'{ROS_DISTRO}'")
+
+        def close(self, version: int, metadata: str) -> None:
+            super().close(version, _with_real_distro(metadata))
+
+    if "'rosbags'" not in Sqlite3Writer.SQLITE_SCHEMA:
+        raise RuntimeError('rosbags changed its sqlite3 schema; update bag_io._rosbag2_writer_class')
+
+    class Rosbag2Writer(Writer):
+        STORAGE_PLUGINS = {StoragePlugin.MCAP: McapStorage, StoragePlugin.SQLITE3: SqliteStorage}
+
+        def close(self) -> None:
+            super().close()
+            self.metapath.write_text(_with_real_distro(self.metapath.read_text()))
+
+    return Rosbag2Writer
+
 
 class BagWriter:
     """Write frames, audio chunks and labels into a new rosbag2 bag (``mcap`` or ``sqlite3``).
 
-    The receive timestamp of every message equals its header stamp, as if recorded with no transport
-    delay, so a player paced by receive time reproduces the sensor timing exactly.
+    Receive timestamps are those of a recorder with no transport delay: a frame or label is received at
+    its header stamp, an audio chunk when its last sample has been recorded (stamp = first sample, plus
+    the chunk's duration), as a microphone delivers it. A player paced by receive time reproduces the
+    sensor timing, and bag time (``/clock`` in replay) never precedes the data it carries.
 
     Use as a context manager; ``path`` must not exist yet.
     """
 
     def __init__(self, path: str | os.PathLike, storage: str = 'mcap', typestore=None) -> None:
-        from rosbags.rosbag2 import StoragePlugin, Writer
+        from rosbags.rosbag2 import StoragePlugin
 
         if storage not in STORAGES:
             raise ValueError(f'storage must be one of {STORAGES}, got {storage!r}')
@@ -121,7 +188,7 @@ class BagWriter:
             raise FileExistsError(f'{self.path} already exists; choose a new bag path')
         plugin = StoragePlugin.MCAP if storage == 'mcap' else StoragePlugin.SQLITE3
         self.store = typestore if typestore is not None else make_typestore()
-        self._writer = Writer(self.path, version=BAG_VERSION, storage_plugin=plugin)
+        self._writer = _rosbag2_writer_class()(self.path, version=BAG_VERSION, storage_plugin=plugin)
         self._connections: dict[str, Any] = {}
         self.counts: dict[str, int] = {}
 
@@ -144,14 +211,23 @@ class BagWriter:
     def _header(self, ns: int, frame_id: str):
         return self.store.types['std_msgs/msg/Header'](stamp=self._time(ns), frame_id=frame_id)
 
-    def _write(self, topic: str, msgtype: str, receive_ns: int, msg: Any) -> None:
+    def _connection(self, topic: str, msgtype: str):
         conn = self._connections.get(topic)
         if conn is None:
             conn = self._writer.add_connection(topic, msgtype, typestore=self.store)
             self._connections[topic] = conn
         elif conn.msgtype != msgtype:
             raise ValueError(f'topic {topic} already holds {conn.msgtype}, cannot write {msgtype}')
-        self._writer.write(conn, receive_ns, bytes(self.store.serialize_cdr(msg, msgtype)))
+        return conn
+
+    def _write(self, topic: str, msgtype: str, receive_ns: int, msg: Any) -> None:
+        self.write_raw(topic, msgtype, receive_ns, self.store.serialize_cdr(msg, msgtype))
+
+    def write_raw(self, topic: str, msgtype: str, receive_ns: int, raw: bytes) -> None:
+        """One already serialized (CDR) message, e.g. copied from another bag; ``msgtype`` must be in
+        the typestore (its definition is stored in the bag)."""
+        conn = self._connection(topic, msgtype)
+        self._writer.write(conn, receive_ns, bytes(raw))
         self.counts[topic] = self.counts.get(topic, 0) + 1
 
     def write_image(self, stamp: int, frame: np.ndarray, encoding: str = 'mono8',
@@ -176,7 +252,8 @@ class BagWriter:
 
     def write_audio(self, stamp: int, pcm: np.ndarray, sample_rate: int, channels: int = 1,
                     frame_id: str = 'microphone', topic: str = AUDIO_TOPIC) -> None:
-        """One ``AudioChunk`` (interleaved when ``channels`` > 1); stamp = first sample.
+        """One ``AudioChunk`` (interleaved when ``channels`` > 1); stamp = first sample, received once
+        its last sample is recorded.
 
         ``pcm`` int16 is written as S16LE, float32 (in [-1, 1]) as F32LE.
         """
@@ -193,7 +270,7 @@ class BagWriter:
         data = np.frombuffer(pcm.astype(wire).tobytes(), dtype=np.uint8)
         msg = audio_cls(header=self._header(stamp, frame_id), sample_rate=sample_rate, channels=channels,
                         encoding=encoding, data=data)
-        self._write(topic, AUDIO_TYPE, stamp, msg)
+        self._write(topic, AUDIO_TYPE, stamp + (pcm.size // channels) * NS_PER_S // sample_rate, msg)
 
     def write_label(self, span_start: int, span_end: int, class_id: int, label: str,
                     frame_id: str = '', topic: str = GROUND_TRUTH_TOPIC) -> None:
@@ -234,11 +311,58 @@ class LabelSpan:
     label: str
 
 
+class BagError(ValueError):
+    """A bag cannot be opened or read (truncated, corrupt, files missing); the message says which and why."""
+
+
+def _error_text(exc: BaseException) -> str:
+    """One line for an error raised by the storage parser on a damaged file."""
+    if isinstance(exc, MemoryError):      # a corrupt length field asked for an impossible allocation
+        return 'a record claims an impossible size (corrupt length field)'
+    text = ' '.join(str(exc).split()) or exc.__class__.__name__
+    return text if len(text) <= 200 else text[:200] + '…'
+
+
+@dataclass
+class ReadStats:
+    """What one pass over a bag's messages read, compared with what its metadata says it holds.
+
+    ``expected``: message count per topic from the bag's metadata; ``read``: messages the storage
+    delivered; ``undecodable``: delivered but not deserializable; ``errors``: storage errors that ended
+    the pass early. Topics not asked for are not counted.
+    """
+
+    expected: dict[str, int] = field(default_factory=dict)
+    read: dict[str, int] = field(default_factory=dict)
+    undecodable: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    def unread(self) -> dict[str, int]:
+        """Per topic: messages the metadata lists that the storage never delivered (only topics > 0)."""
+        out = {t: n - self.read.get(t, 0) for t, n in self.expected.items()}
+        return {t: n for t, n in out.items() if n > 0}
+
+    def lost(self, topic: str) -> int:
+        """Messages of ``topic`` not available to the caller: unread plus undecodable."""
+        return self.unread().get(topic, 0) + self.undecodable.get(topic, 0)
+
+    def as_dict(self) -> dict[str, Any]:
+        topics = sorted(set(self.expected) | set(self.read))
+        return {'per_topic': {t: {'expected': self.expected.get(t, 0), 'read': self.read.get(t, 0),
+                                  'unread': self.unread().get(t, 0), 'undecodable': self.undecodable.get(t, 0)}
+                              for t in topics},
+                'storage_errors': list(self.errors)}
+
+
 class BagReader:
     """Open a bag (any storage), list its topics, iterate raw messages and decode them.
 
     Message types are registered from the definitions stored in the bag, so bags from other
     machines (other message versions) decode without the local ``.msg`` files.
+
+    A damaged bag never raises the storage parser's own exceptions: opening it raises :class:`BagError`
+    with one line saying why, and a pass over the messages that hits damage stops there and records it
+    in its :class:`ReadStats` (compare ``read`` with ``expected`` to see what was lost).
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
@@ -247,20 +371,52 @@ class BagReader:
         self.path = Path(path)
         if not (self.path / 'metadata.yaml').is_file():
             raise FileNotFoundError(f'{self.path} is not a rosbag2 bag (no metadata.yaml)')
-        self._reader = Reader(self.path)
+        try:
+            self._reader = Reader(self.path)
+        except Exception as exc:   # rosbags raises several types for a bad metadata.yaml
+            raise BagError(f'cannot read bag {self.path}: {_error_text(exc)}') from exc
+        self.type_errors: dict[str, str] = {}    # topic -> why its stored definition did not register
 
     def __enter__(self) -> 'BagReader':
-        from rosbags.typesys import Stores, get_types_from_msg, get_typestore
-
-        self._reader.open()
-        self.store = get_typestore(Stores.ROS2_KILTED)
-        for conn in self._reader.connections:
-            if conn.msgtype not in self.store.types and conn.msgdef.data:
-                self.store.register(get_types_from_msg(conn.msgdef.data, conn.msgtype))
+        try:
+            self._reader.open()
+            self.store = distro_typestore()
+        except Exception as exc:   # truncated / corrupt storage: one clear line
+            self._close_quietly()
+            raise BagError(f'cannot read bag {self.path}: {_error_text(exc)}') from exc
+        self.type_errors = self._register_types()
         return self
 
+    def _register_types(self) -> dict[str, str]:
+        """Register the bag's stored message definitions; ``{topic: why not}`` for those that fail.
+
+        One topic with a definition that cannot be parsed (an exotic IDL, a damaged schema) must not
+        make the whole bag unreadable: its messages just do not decode.
+        """
+        from rosbags.interfaces import MessageDefinitionFormat
+        from rosbags.typesys import get_types_from_idl, get_types_from_msg
+
+        errors = {}
+        for conn in self._reader.connections:
+            if conn.msgtype in self.store.types or not conn.msgdef.data:
+                continue
+            try:
+                if conn.msgdef.format == MessageDefinitionFormat.IDL:
+                    self.store.register(get_types_from_idl(conn.msgdef.data))
+                else:
+                    self.store.register(get_types_from_msg(conn.msgdef.data, conn.msgtype))
+            except Exception as exc:   # rosbags' parsers raise several types
+                errors[conn.topic] = f'{conn.msgtype}: its stored definition does not parse ({_error_text(exc)})'
+        return errors
+
     def __exit__(self, exc_type, exc, tb) -> None:
-        self._reader.close()
+        self._close_quietly()
+
+    def _close_quietly(self) -> None:
+        try:
+            self._reader.close()
+        except Exception:   # closing a half-opened damaged bag must not hide the error that got us here
+            pass
 
     @property
     def topics(self) -> dict[str, str]:
@@ -293,27 +449,62 @@ class BagReader:
                 out[key] = value
         return out
 
-    def messages(self, topics: Sequence[str] | None = None) -> Iterator[BagMessage]:
-        """Raw messages in receive-time order, optionally only on ``topics``."""
+    def read_stats(self, topics: Sequence[str]) -> ReadStats:
+        """A fresh :class:`ReadStats` expecting the metadata's message counts of ``topics``."""
+        counts = self.message_counts
+        return ReadStats(expected={t: counts.get(t, 0) for t in topics})
+
+    def messages(self, topics: Sequence[str] | None = None, stats: ReadStats | None = None
+                 ) -> Iterator[BagMessage]:
+        """Raw messages in receive-time order, optionally only on ``topics``.
+
+        With ``stats``, every delivered message is counted, and storage damage ends the pass with the
+        reason recorded there instead of an exception.
+        """
         conns = [c for c in self._reader.connections if topics is None or c.topic in topics]
         if topics is not None and not conns:
             return
-        for conn, t_ns, raw in self._reader.messages(connections=conns):
-            yield BagMessage(conn.topic, conn.msgtype, int(t_ns), bytes(raw))
+        try:
+            for conn, t_ns, raw in self._reader.messages(connections=conns):
+                if stats is not None:
+                    stats.read[conn.topic] = stats.read.get(conn.topic, 0) + 1
+                yield BagMessage(conn.topic, conn.msgtype, int(t_ns), bytes(raw))
+        except Exception as exc:   # the storage parser on a damaged file raises many types
+            if stats is None:
+                raise BagError(f'cannot read bag {self.path}: {_error_text(exc)}') from exc
+            stats.errors.append(_error_text(exc))
 
     def decode(self, message: BagMessage) -> Any:
         """Deserialize one raw message into a rosbags message object."""
         return self.store.deserialize_cdr(message.raw, message.msgtype)
 
-    def ground_truth(self, topic: str = GROUND_TRUTH_TOPIC) -> list[LabelSpan]:
-        """All ``LabelStamped`` spans on ``topic``, in time order (empty when the bag has none)."""
+    def try_decode(self, message: BagMessage, stats: ReadStats) -> Any | None:
+        """:meth:`decode`, or None (counted as undecodable in ``stats``) for a corrupt message."""
+        try:
+            return self.decode(message)
+        except Exception:   # rosbags' deserializer raises several types for corrupt CDR
+            stats.undecodable[message.topic] = stats.undecodable.get(message.topic, 0) + 1
+            return None
+
+    def ground_truth(self, topic: str = GROUND_TRUTH_TOPIC, stats: ReadStats | None = None) -> list[LabelSpan]:
+        """All ``LabelStamped`` spans on ``topic``, in time order (empty when the bag has none).
+
+        Labels that cannot be read or decoded are skipped and counted in ``stats`` (give one from
+        :meth:`read_stats` to know how many of the bag's labels the list lacks).
+        """
         if self.topics.get(topic) not in (None, LABEL_TYPE):
             raise ValueError(f'{topic} holds {self.topics[topic]}, not {LABEL_TYPE}')
+        stats = stats if stats is not None else self.read_stats([topic])
         spans = []
-        for message in self.messages([topic]):
-            msg = self.decode(message)
-            spans.append(LabelSpan(stamp_ns(msg.span_start), stamp_ns(msg.header.stamp),
-                                   int(msg.class_id), str(msg.label)))
+        for message in self.messages([topic], stats):
+            msg = self.try_decode(message, stats)
+            if msg is None:
+                continue
+            start, end = stamp_ns(msg.span_start), stamp_ns(msg.header.stamp)
+            if end <= start:                         # a corrupt stamp: not a label we can score
+                stats.undecodable[topic] = stats.undecodable.get(topic, 0) + 1
+                continue
+            spans.append(LabelSpan(start, end, int(msg.class_id), str(msg.label)))
         return sorted(spans, key=lambda s: (s.start_ns, s.end_ns))
 
 

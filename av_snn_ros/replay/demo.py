@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 from . import bag_io
-from .replay import ReplayError, ReplayOptions, Received, run_replay, summary, write_outputs
+from .replay import (EXIT_FAILED, ReplayError, ReplayOptions, Received, exit_code, run_replay, summary,
+                     write_outputs)
 
 DEMO_BAG = Path('data') / 'demo_bag'
 
@@ -78,10 +79,10 @@ def main(args: argparse.Namespace) -> int:
               flush=True)
         report = run_replay(opts, on_classification=_Printer(spans, t0),
                             on_ready=lambda: print('classifier active; playing', flush=True))
-    except (ReplayError, ModelFileError, ValueError, FileNotFoundError) as exc:
+    except (ReplayError, ModelFileError, ValueError, FileNotFoundError) as exc:   # BagError is a ValueError
         print(f'av-snn demo: {exc}', file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     write_outputs(report, args.json, None)
     print(f"model {report['model']} ({report['card']})")
     print(summary(report))
-    return 0
+    return exit_code(report)

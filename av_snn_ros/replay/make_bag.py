@@ -151,11 +151,16 @@ def write_samples_bag(out: str | Path, samples: Sequence, labels: Sequence[str],
     frames = [camera_frame(s.image, rec.image_size, rec.encoding) for s in samples]
     end_ns = t0 + n_segments * seg_ns
 
-    # Events in time order; at equal stamps: ground truth (closes a span), then audio, then image.
+    # Events in receive-time order (a chunk is received when its last sample is recorded, see
+    # BagWriter); at equal times: ground truth (closes a span), then audio, then image.
     events: list[tuple[int, int, int]] = []
     chunk_n = rec.chunk_samples
+
+    def chunk_stamp(c: int) -> int:
+        return t0 + c * chunk_n * bag_io.NS_PER_S // rec.sample_rate
+
     for c in range(len(audio) // chunk_n):
-        events.append((t0 + c * chunk_n * bag_io.NS_PER_S // rec.sample_rate, 1, c))
+        events.append((chunk_stamp(c + 1), 1, c))
     frame_period_ns = bag_io.NS_PER_S / rec.fps
     j = 0
     while (t := t0 + int(round(j * frame_period_ns))) < end_ns:
@@ -175,7 +180,7 @@ def write_samples_bag(out: str | Path, samples: Sequence, labels: Sequence[str],
                 writer.write_label(r.span_start_ns, r.span_end_ns, r.label, r.label_name,
                                    topic=topics['ground_truth'])
             elif kind == 1:
-                writer.write_audio(t, audio[idx * chunk_n:(idx + 1) * chunk_n], rec.sample_rate,
+                writer.write_audio(chunk_stamp(idx), audio[idx * chunk_n:(idx + 1) * chunk_n], rec.sample_rate,
                                    topic=topics['audio'])
             else:
                 writer.write_image(t, frames[(t - t0) // seg_ns], encoding=rec.encoding, topic=topics['image'])
@@ -184,17 +189,35 @@ def write_samples_bag(out: str | Path, samples: Sequence, labels: Sequence[str],
 
 # ---------------------------------------------------------------------------------------------- CLI
 
-def _preprocess_config(card: str | None) -> tuple[PreprocessConfig, str | None]:
-    """The card's preprocessing (so the bag matches the model); the shipped default card if present."""
+def card_reference(card) -> dict:
+    """How a bag's recording metadata names the card whose preprocessing it follows.
+
+    ``card`` is relative to the repository (share dir) when the card is in it, else the card's own
+    folder and file name: never absolute, since a bag outlives the machine that wrote it. The card's
+    name and weights hash identify it wherever it moves. ``card`` is a :class:`ModelCard`.
+    """
+    from ..paths import share_dir
+    path = Path(card.path).resolve()
+    try:
+        ref = path.relative_to(Path(share_dir()).resolve()).as_posix()
+    except ValueError:
+        ref = f'{path.parent.name}/{path.name}'
+    return {'card': ref, 'card_name': card.name, 'card_weights_sha256': card.weights_sha256}
+
+
+def _preprocess_config(card: str | None) -> tuple[PreprocessConfig, dict]:
+    """The card's preprocessing (so the bag matches the model; the shipped default card if present)
+    and :func:`card_reference` of the card (``{'card': None}`` without one)."""
     from ..model_card import ModelCard
     from ..paths import default_model_card
 
     if card is None:
         default = default_model_card()
         if not default.is_file():
-            return PreprocessConfig(), None
+            return PreprocessConfig(), {'card': None}
         card = str(default)
-    return ModelCard.load(card, verify=False).preprocessing, str(card)
+    loaded = ModelCard.load(card, verify=False)       # only the preprocessing is used: no weights loaded
+    return loaded.preprocessing, card_reference(loaded)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -239,7 +262,7 @@ def main(args: argparse.Namespace) -> int:
     records = write_samples_bag(
         args.out, samples, LABELS, rec, storage=args.storage,
         extra_metadata={'split': args.split, 'protocol': args.protocol, 'seed': args.seed,
-                        'speakers': list(dataset.speakers), 'num': len(dataset), 'card': card,
+                        'speakers': list(dataset.speakers), 'num': len(dataset), **card,
                         'preprocessing': asdict(cfg)})
     duration = (records[-1].span_end_ns - records[0].span_start_ns) / bag_io.NS_PER_S
     size = sum(f.stat().st_size for f in Path(args.out).rglob('*') if f.is_file())

@@ -42,6 +42,8 @@ from . import bag_io, scoring
 
 CLASSIFICATION_TOPIC = '/classification'
 DIAGNOSTICS_TOPIC = '/diagnostics'
+CLOCK_TOPIC = '/clock'                # bag time for the classifier (use_sim_time), remapped into the namespace
+CLOCK_PERIOD_S = 0.01                 # /clock publish period while bag time runs between messages
 NODE_NAME = 'av_classifier'
 PLAYER_NODE_NAME = 'av_snn_replay'
 # Topics a recorded robot bag may contain that must not be replayed into the graph we score.
@@ -62,6 +64,11 @@ POLL_S = 0.05                         # condition-variable wake-up for liveness 
 LOG_TAIL_CHARS = 4000
 MAX_PLAYER_SLEEP_S = 0.25             # pacing sleeps in slices so a dead node is noticed
 
+
+#: exit codes of ``av-snn replay`` / ``av-snn demo``: the replay could not run (one line on stderr), or it
+#: ran but its score does not cover the whole bag (reasons in the summary and the report's ``incomplete``)
+EXIT_FAILED = 1
+EXIT_INCOMPLETE = 3
 
 _REPLAY_IDS = itertools.count()      # replays started by this process (unique default namespaces)
 
@@ -133,24 +140,52 @@ def message_class(msgtype: str):
         raise ReplayError(f'message type {msgtype} is not installed in this Python environment') from exc
 
 
-def _check_topics(topics: dict[str, str], remaps: dict[str, str]) -> dict[str, str]:
-    """Map bag topics to graph topics; raise if the classifier's inputs are missing."""
+#: graph topic -> the message type the classifier subscribes to there
+INPUT_TYPES = {bag_io.AUDIO_TOPIC: bag_io.AUDIO_TYPE, bag_io.IMAGE_TOPIC: bag_io.IMAGE_TYPE,
+               bag_io.COMPRESSED_IMAGE_TOPIC: bag_io.COMPRESSED_IMAGE_TYPE}
+
+
+def _check_topics(topics: dict[str, str], remaps: dict[str, str],
+                  ground_truth_topic: str = bag_io.GROUND_TRUTH_TOPIC) -> tuple[dict[str, str], dict[str, str]]:
+    """Choose what to replay: ``({bag topic: graph topic}, {skipped bag topic: why})``.
+
+    Only the classifier's inputs (after the remaps) and the ground truth are replayed; every other
+    topic (a robot bag's ``/tf``, a type not installed here, a recorded ``/classification``) is
+    skipped and reported, never a reason to refuse the bag. Raises :class:`ReplayError` when the
+    classifier's audio or image input is missing, or the remaps do not fit the bag.
+    """
     unknown = sorted(set(remaps) - set(topics))
     if unknown:
         raise ReplayError(f'--remap names topic(s) {unknown} that the bag does not have; bag topics: '
                           f'{_describe(topics)}')
-    graph = {remaps.get(t, t): t for t in topics}
-    if len(graph) != len(topics):
+    if len({remaps.get(t, t) for t in topics}) != len(topics):
         raise ReplayError(f'remaps map two bag topics onto one graph topic: {remaps}')
-    has_audio = topics.get(graph.get(bag_io.AUDIO_TOPIC, ''), None) == bag_io.AUDIO_TYPE
-    has_image = (topics.get(graph.get(bag_io.IMAGE_TOPIC, ''), None) == bag_io.IMAGE_TYPE
-                 or topics.get(graph.get(bag_io.COMPRESSED_IMAGE_TOPIC, ''), None) == bag_io.COMPRESSED_IMAGE_TYPE)
-    if not (has_audio and has_image):
+    replayed: dict[str, str] = {}
+    skipped: dict[str, str] = {}
+    for bag_topic, msgtype in sorted(topics.items()):
+        graph = remaps.get(bag_topic, bag_topic)
+        if INPUT_TYPES.get(graph) == msgtype or (graph == ground_truth_topic and msgtype == bag_io.LABEL_TYPE):
+            replayed[bag_topic] = graph
+        elif bag_topic in SKIPPED_TOPICS:
+            skipped[bag_topic] = f'{msgtype}: output of the recorded graph, not replayed into the scored one'
+        elif graph in INPUT_TYPES or graph == ground_truth_topic:
+            expected = INPUT_TYPES.get(graph, bag_io.LABEL_TYPE)
+            skipped[bag_topic] = f'{msgtype} on {graph}, where the classifier expects {expected}'
+        else:
+            skipped[bag_topic] = f'{msgtype}: not an input of the classifier'
+    graph_topics = set(replayed.values())
+    has_audio = bag_io.AUDIO_TOPIC in graph_topics
+    if not (has_audio and graph_topics & {bag_io.IMAGE_TOPIC, bag_io.COMPRESSED_IMAGE_TOPIC}):
         raise ReplayError(
             f'the classifier needs {bag_io.AUDIO_TOPIC} ({bag_io.AUDIO_TYPE}) and {bag_io.IMAGE_TOPIC} '
             f'({bag_io.IMAGE_TYPE}) or {bag_io.COMPRESSED_IMAGE_TOPIC}; the bag has {_describe(topics)}. '
             'Map recorded names with e.g. --remap /camera/image_raw:=/image --remap /mic/audio:=/audio')
-    return {bag_topic: remaps.get(bag_topic, bag_topic) for bag_topic in topics}
+    if {bag_io.IMAGE_TOPIC, bag_io.COMPRESSED_IMAGE_TOPIC} <= graph_topics:
+        # the node reads one image input (input.compressed); replay decides it from the bag: raw wins
+        compressed = next(t for t, g in replayed.items() if g == bag_io.COMPRESSED_IMAGE_TOPIC)
+        skipped[compressed] = f'{topics[compressed]}: the bag also has raw images, which the node reads'
+        del replayed[compressed]
+    return replayed, skipped
 
 
 def _describe(topics: dict[str, str]) -> str:
@@ -160,12 +195,16 @@ def _describe(topics: dict[str, str]) -> str:
 def _node_command(opts: ReplayOptions, card: Path, params_file: Path, compressed: bool) -> list[str]:
     """The classifier node as its own process, running the same code as this process.
 
-    Besides the params file it gets what the replay itself decides: start at once, the scored card, and
-    raw or compressed image input as the bag holds.
+    Besides the params file it gets what the replay itself decides: start at once, the scored card, raw
+    or compressed image input as the bag holds, and bag time as its clock (``use_sim_time`` on the
+    replay's ``/clock``, see :class:`_BagClock`).
     """
     args = ['--ros-args', '--params-file', str(params_file), '-r', f'__ns:={opts.namespace or "/"}',
-            '-p', 'autostart:=true',
+            '-p', 'autostart:=true', '-p', 'use_sim_time:=true',
             '-p', f'model.card:={card}', '-p', f'input.compressed:={str(compressed).lower()}']
+    if opts.namespace:
+        # the node's clock follows this replay's bag time, not another replay's (or a robot's) /clock
+        args += ['-r', f'{CLOCK_TOPIC}:={opts.namespace}{CLOCK_TOPIC}']
     if opts.backend:
         args += ['-p', f'backend.name:={opts.backend}']
     code = 'import sys; from av_snn_ros.ros.classifier_node import main; sys.exit(main())'
@@ -243,6 +282,74 @@ class _Collector:
             self.cond.notify_all()
 
 
+class _BagClock:
+    """Publishes bag time on ``/clock`` for the classifier, which runs with ``use_sim_time``.
+
+    So the node's clock reads the recording's time, as under ``ros2 bag play --clock``, and its
+    stamp-to-publish latency means something for a bag recorded long ago (against the wall clock it
+    read the bag's age, ~1e8 s). The time is the receive time of the message being published; between
+    messages it runs on at the replay rate (the player is pacing), it holds while the player waits for
+    the classifier (flow control) and, as fast as possible, jumps from message to message. After the
+    last message it runs on at the rate (1.0 if as fast as possible), so the node's timers (diagnostics)
+    keep firing while the replay drains. It never goes backwards.
+    """
+
+    def __init__(self, node, topic: str) -> None:
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from rosgraph_msgs.msg import Clock
+        self._pub = node.create_publisher(Clock, topic, QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
+        self._msg = Clock()
+        self._lock = threading.Lock()
+        self._bag_ns: int | None = None        # bag time at the anchor
+        self._anchor_ns = 0                    # monotonic ns of the anchor
+        self._rate: float | None = None        # None: held
+        self._last_ns = -1
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name='replay-clock', daemon=True)
+        self._thread.start()
+
+    def _now_locked(self) -> int | None:
+        if self._bag_ns is None:
+            return None
+        if self._rate is None:
+            return self._bag_ns
+        return self._bag_ns + int((time.monotonic_ns() - self._anchor_ns) * self._rate)
+
+    def now_ns(self) -> int | None:
+        """The bag time published now (None before the first message)."""
+        with self._lock:
+            return self._now_locked()
+
+    def set(self, bag_ns: int, rate: float | None) -> None:
+        """Move to ``bag_ns`` (not backwards) and run on at ``rate`` (None: hold); publish at once."""
+        with self._lock:
+            self._bag_ns, self._anchor_ns, self._rate = max(bag_ns, self._last_ns), time.monotonic_ns(), rate
+            self._publish_locked()
+
+    def hold(self) -> None:
+        with self._lock:
+            if self._bag_ns is not None:
+                self._bag_ns, self._rate = self._now_locked(), None
+
+    def _publish_locked(self) -> None:
+        now = self._now_locked()
+        if now is None:
+            return
+        self._last_ns = now = max(now, self._last_ns)
+        self._msg.clock.sec, self._msg.clock.nanosec = divmod(now, bag_io.NS_PER_S)
+        self._pub.publish(self._msg)
+
+    def _run(self) -> None:
+        while not self._stopped.wait(CLOCK_PERIOD_S):
+            with self._lock:
+                if self._rate is not None:
+                    self._publish_locked()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join()
+
+
 class _Player:
     """Publishes bag messages with pacing and flow control; records what it sent when."""
 
@@ -264,7 +371,8 @@ class _Player:
         self.stalls = 0
         self._granted_ns = 0
         self.published = 0
-        self.unreadable = 0                     # sensor messages without a readable header stamp
+        self.stats: bag_io.ReadStats | None = None   # what this pass read / could not decode (set by play)
+        self.clock: _BagClock | None = None           # bag time for the node (set by run_replay)
 
     def _wait_for_window(self, stamp_ns: int, first_stamp_ns: int, window_ns: int) -> None:
         """Block while ``stamp_ns`` is more than the lookahead past the newest classified window.
@@ -288,24 +396,30 @@ class _Player:
                     self.stalls += 1
                     self._granted_ns = stamp_ns
                     break
+                if self.clock is not None:
+                    self.clock.hold()           # bag time stands still while the player waits
                 c.cond.wait(POLL_S)
                 self.alive()
         self.flow_wait_s += time.monotonic() - started
 
     def play(self, reader: bag_io.BagReader, window_ns: int) -> None:
+        """Publish the replayed topics; what the storage did not deliver or could not be decoded is
+        counted in ``self.stats`` (and not published: replay scores the model, not the node's input
+        validation)."""
         rate = self.opts.rate
         first_ns = wall0 = first_stamp = None      # pacing follows receive time, flow control sensor time
         paused_ns = 0
-        for message in reader.messages(list(self.publishers)):
-            if first_ns is None:
-                first_ns, wall0 = message.time_ns, time.monotonic_ns()
+        self.stats = stats = reader.read_stats(list(self.publishers))
+        for message in reader.messages(list(self.publishers), stats):
             stamp = None
             if message.topic in self.sensor_topics:
+                msg = reader.try_decode(message, stats)
+                if msg is None:
+                    continue
                 # sensor time (header stamp), as the node windows by it; a robot's receive time lags it
-                try:
-                    stamp = bag_io.header_stamp_ns(message.raw)
-                except ValueError:
-                    self.unreadable += 1     # still published: the node counts and drops what it cannot read
+                stamp = bag_io.stamp_ns(msg.header.stamp)
+            if first_ns is None:
+                first_ns, wall0 = message.time_ns, time.monotonic_ns()
             if stamp is not None:
                 first_stamp = stamp if first_stamp is None else first_stamp
                 before = time.monotonic_ns()
@@ -316,6 +430,8 @@ class _Player:
                 while (delay := target - time.monotonic_ns()) > 0:
                     time.sleep(min(delay / bag_io.NS_PER_S, MAX_PLAYER_SLEEP_S))
                     self.alive()
+            if self.clock is not None:
+                self.clock.set(message.time_ns, rate)       # the node's now() >= this message's time
             self.publishers[message.topic].publish(message.raw)
             self.published += 1
             if stamp is not None:
@@ -365,14 +481,26 @@ def run_replay(opts: ReplayOptions, on_classification: Callable[[Received], None
     window_ns = int(round(card.preprocessing.window_s * bag_io.NS_PER_S))
 
     with bag_io.BagReader(opts.bag) as reader:
-        topics = {t: m for t, m in reader.topics.items() if t not in SKIPPED_TOPICS}
-        topic_map = _check_topics(topics, opts.remaps)
+        topics = reader.topics
+        topic_map, skipped = _check_topics(topics, opts.remaps, opts.ground_truth_topic)
+        broken = {t: why for t, why in reader.type_errors.items() if t in topic_map}
+        if broken:
+            raise ReplayError(f'cannot read bag {opts.bag}: '
+                              + '; '.join(f'{t}: {why}' for t, why in broken.items()))
+        for topic, why in reader.type_errors.items():
+            skipped[topic] += f'; {why}'
+        if skipped:
+            print(f'av-snn replay: not replaying {len(skipped)} topic(s) the classifier does not read: '
+                  + '; '.join(f'{t} ({why})' for t, why in skipped.items()), file=sys.stderr)
         gt_topic = next((b for b, g in topic_map.items() if g == opts.ground_truth_topic), None)
-        spans = reader.ground_truth(gt_topic) if gt_topic else []
+        gt_stats = reader.read_stats([gt_topic] if gt_topic else [])
+        spans = reader.ground_truth(gt_topic, gt_stats) if gt_topic else []
         samples = reader.custom_data.get(bag_io.SAMPLES_KEY) or []
-        if not spans:
+        if gt_topic is None:
             print(f'av-snn replay: the bag has no ground truth on {opts.ground_truth_topic}; '
                   'reporting classifications only', file=sys.stderr)
+        bag_info = {'ground_truth_topic': gt_topic, 'ground_truth_stats': gt_stats, 'skipped_topics': skipped,
+                    'bag_span_ns': max(0, reader.end_ns - reader.start_ns), 'window_ns': window_ns}
 
         ns = opts.namespace
         collector = _Collector(f'{ns}/{NODE_NAME}')
@@ -384,6 +512,7 @@ def run_replay(opts: ReplayOptions, on_classification: Callable[[Received], None
                     else tempfile.NamedTemporaryFile('w+', prefix='av_classifier-', suffix='.log', delete=False))
         process = None
         executor = None
+        clock = None
         tmp_dir = tempfile.mkdtemp(prefix='av-snn-replay-')
         try:
             node = rclpy.create_node(PLAYER_NODE_NAME, context=context)
@@ -399,6 +528,7 @@ def run_replay(opts: ReplayOptions, on_classification: Callable[[Received], None
             # Publishers exist before the classifier starts: its subscriptions then match writers it
             # already knows, so once our writers see them matched, the first messages are not lost.
             player = _Player(node, {b: ns + g for b, g in topic_map.items()}, topics, collector, opts)
+            player.clock = clock = _BagClock(node, ns + CLOCK_TOPIC)
             compressed = bag_io.IMAGE_TOPIC not in topic_map.values()
             node_params_file = namespaced_params_file(params_file, f'{ns}/{NODE_NAME}', Path(tmp_dir))
             process = subprocess.Popen(_node_command(opts, card_path, node_params_file, compressed),
@@ -418,11 +548,16 @@ def run_replay(opts: ReplayOptions, on_classification: Callable[[Received], None
                 on_ready()
             wall_start = time.monotonic()
             player.play(reader, window_ns)
+            end_ns = clock.now_ns()
+            if end_ns is not None:
+                clock.set(end_ns, opts.rate or 1.0)   # bag time runs on: the node's timers fire while draining
             last_stamp = max(player.sent_stamps, default=None)
             _drain(collector, spans, last_stamp, opts.drain_timeout_s, alive)
             wall_s = time.monotonic() - wall_start
         finally:
             node_rc = _stop(process)
+            if clock is not None:
+                clock.stop()
             if executor is not None:
                 executor.shutdown(timeout_sec=SHUTDOWN_TIMEOUT_S)
             rclpy.try_shutdown(context=context)
@@ -430,8 +565,7 @@ def run_replay(opts: ReplayOptions, on_classification: Callable[[Received], None
             shutil.rmtree(tmp_dir, ignore_errors=True)
 
     report = _report(opts, card, params_file, spans, samples, collector, player, wall_s, node_rc,
-                     log_file.name, topic_map)
-    report['node_parameters'] = node_params
+                     log_file.name, topic_map, bag_info, node_params)
     return report
 
 
@@ -551,15 +685,56 @@ def _number(value):
             return value
 
 
+def windows_in_span(span_ns: int, window_ns: int, hop_s: float | None) -> int | None:
+    """About how many windows of ``window_ns`` on a ``hop_s`` grid fit in ``span_ns`` of bag time.
+
+    From the bag's metadata (first to last receive time), so it does not shrink when the storage
+    delivers less than the bag holds; approximate by one window at the ends (receive time vs stamps).
+    """
+    if not hop_s or hop_s <= 0:
+        return None
+    if span_ns < window_ns:
+        return 0
+    return int((span_ns - window_ns) // int(round(hop_s * bag_io.NS_PER_S))) + 1
+
+
+def incomplete_reasons(report: dict) -> list[str]:
+    """Why a report does not measure the whole bag (empty when it does); decides replay's exit code.
+
+    Any message of a replayed topic the storage did not deliver or that did not decode, any
+    ground-truth label that could not be read, and any labelled window that got no classification.
+    """
+    reasons = []
+    read = report['bag_read']
+    for topic, c in read['per_topic'].items():
+        if topic in report['ground_truth_read']['per_topic']:
+            continue                                   # its loss is the unreadable labels below
+        if c['unread']:
+            reasons.append(f"{topic}: {c['unread']} of {c['expected']} messages could not be read from the bag")
+        if c['undecodable']:
+            reasons.append(f"{topic}: {c['undecodable']} of {c['expected']} messages could not be decoded "
+                           '(not published)')
+    for error in read['storage_errors']:
+        reasons.append(f'the bag\'s storage stopped the replay early: {error}')
+    if report['unreadable_spans']:
+        reasons.append(f"{report['unreadable_spans']} of {report['num_spans'] + report['unreadable_spans']} "
+                       'ground-truth labels could not be read (counted as not scored)')
+    if report['missed']:
+        reasons.append(f"{report['missed']} of {report['num_spans']} labelled windows got no classification")
+    return reasons
+
+
 def _report(opts, card, params_file, spans, samples, collector, player, wall_s, node_rc, log_path,
-            topic_map) -> dict:
+            topic_map, bag_info, node_params) -> dict:
     predictions = []
     for r in collector.received:
         done = player.completion_time(r.end_ns)
         latency = (r.received_ns - done) / bag_io.NS_PER_S if done is not None else float('nan')
         predictions.append(scoring.Prediction(r.start_ns, r.end_ns, r.class_id, r.confidence, r.label, latency))
     gt = [scoring.Span(s.start_ns, s.end_ns, s.class_id, s.label) for s in spans]
-    result = scoring.score(gt, predictions, card.labels)
+    gt_topic, gt_stats = bag_info['ground_truth_topic'], bag_info['ground_truth_stats']
+    result = scoring.score(gt, predictions, card.labels,
+                           unreadable_spans=gt_stats.lost(gt_topic) if gt_topic else 0)
     by_start = {s['span_start_ns']: s for s in samples}
     for m in result['matches']:
         sample = by_start.get(m['span_start_ns'])
@@ -572,7 +747,7 @@ def _report(opts, card, params_file, spans, samples, collector, player, wall_s, 
     for r in collector.received:
         for f in r.flags:
             flags[f] = flags.get(f, 0) + 1
-    return {
+    report = {
         'bag': str(opts.bag),
         'card': str(card.path),
         'model': card.name,
@@ -582,8 +757,10 @@ def _report(opts, card, params_file, spans, samples, collector, player, wall_s, 
         'topics': topic_map,
         'namespace': opts.namespace,
         'wall_time_s': wall_s,
+        'skipped_topics': bag_info['skipped_topics'],
+        'bag_read': (player.stats or bag_io.ReadStats()).as_dict(),
+        'ground_truth_read': gt_stats.as_dict(),
         'messages_published': player.published,
-        'messages_without_stamp': player.unreadable,
         'classifications_received': len(collector.received),
         'classifications_per_s': len(collector.received) / wall_s if wall_s > 0 else None,
         'flow_control_wait_s': player.flow_wait_s,
@@ -592,17 +769,21 @@ def _report(opts, card, params_file, spans, samples, collector, player, wall_s, 
         **{k: v for k, v in result.items() if k != 'matches'},
         'latency_definition': ('receive time of the classification minus publish time of the last bag '
                                'message stamped before the window end (same monotonic clock)'),
+        'windows_in_bag_estimate': windows_in_span(bag_info['bag_span_ns'], bag_info['window_ns'],
+                                                   node_params.get('window.hop_s')),
         'windows_formed': counters.get('windows_formed'),
         'windows_dropped': counters.get('windows_dropped'),
         'windows_classified': counters.get('windows_classified'),
-        # the node's own inference time (its stamp_to_publish compares bag stamps with now(): not meaningful)
         'node_inference_latency_s': _with_prefix(counters, 'latency.inference_'),
+        # the node's clock runs on bag time (_BagClock): its now() at publish minus the window end
+        'node_stamp_to_publish_s': _with_prefix(counters, 'latency.stamp_to_publish_'),
         'node_queue_wait_s': _with_prefix(counters, 'latency.queue_wait_'),
         'backend': counters.get('backend'),
         'energy': _with_prefix(counters, 'energy.') or None,
         'node_diagnostics': diagnostics,
         'node_exit_code': node_rc,
         'node_log': log_path,
+        'node_parameters': node_params,
         'matches': result['matches'],
         'classifications': [
             {'window_start_ns': p.start_ns, 'window_end_ns': p.end_ns, 'class_id': p.class_id,
@@ -611,6 +792,8 @@ def _report(opts, card, params_file, spans, samples, collector, player, wall_s, 
              'scores': list(r.scores)}
             for p, r in zip(predictions, collector.received)],
     }
+    report['incomplete'] = incomplete_reasons(report)
+    return report
 
 
 def _node_counters(diagnostics: dict) -> dict:
@@ -649,6 +832,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='namespace of the replay graph (default /av_snn_replay_<pid>: other nodes '
                              'on the domain neither feed nor hear it)')
     parser.add_argument('--node-log', type=Path, default=None, help='classifier log file')
+    parser.add_argument('--allow-incomplete', action='store_true',
+                        help=f'exit 0 even when the score does not cover the whole bag (default: exit '
+                             f'{EXIT_INCOMPLETE} when messages or labels could not be read, or labelled windows '
+                             'got no classification)')
 
 
 def options_from_args(args: argparse.Namespace) -> ReplayOptions:
@@ -686,13 +873,27 @@ def summary(report: dict) -> str:
         return 'n/a' if v is None else f'{v * 1e3:.1f} ms'
 
     acc = report['accuracy']
+    unreadable = report['unreadable_spans']
+    labelled = report['num_spans'] + unreadable
+    if unreadable:
+        # never "N/N, 0 missed" over the labels that happened to be readable: the bag's labels count
+        scored = (f"{report['correct']}/{labelled} labelled windows; {unreadable + report['missed']} not scored: "
+                  f"{unreadable} label(s) unreadable, {report['missed']} without a classification")
+    else:
+        scored = f"{report['correct']}/{labelled} labelled windows, {report['missed']} missed"
+    in_bag = report.get('windows_in_bag_estimate')
     lines = [
-        f"accuracy {'n/a' if acc is None else f'{acc:.1%}'} ({report['correct']}/{report['num_spans']} "
-        f"labelled windows, {report['missed']} missed), {report['classifications_received']} classifications "
-        f"in {report['wall_time_s']:.1f} s",
+        f"accuracy {'n/a' if acc is None else f'{acc:.1%}'} ({scored}), {report['classifications_received']} "
+        f"classifications in {report['wall_time_s']:.1f} s",
         f"latency p50 {ms(lat['p50'])}, p95 {ms(lat['p95'])}, p99 {ms(lat['p99'])}",
-        f"windows formed {report['windows_formed']}, dropped {report['windows_dropped']} (node diagnostics)",
+        f"windows formed {report['windows_formed']}, dropped {report['windows_dropped']} (node diagnostics)"
+        + ('' if in_bag is None else f"; the bag spans about {in_bag}"),
     ]
+    if report['skipped_topics']:
+        lines.append(f"skipped topics (not classifier inputs): {', '.join(report['skipped_topics'])}")
+    if report['incomplete']:
+        lines.append(f"INCOMPLETE: the score does not cover the whole bag (exit {EXIT_INCOMPLETE}):")
+        lines += [f'  - {reason}' for reason in report['incomplete']]
     if report['node_exit_code'] not in (0, None):
         lines.append(f"warning: the classifier exited with code {report['node_exit_code']} when stopped "
                      f"(log: {report['node_log']})")
@@ -702,15 +903,20 @@ def summary(report: dict) -> str:
     return '\n'.join(lines)
 
 
+def exit_code(report: dict, allow_incomplete: bool = False) -> int:
+    """0 for a run that measured the whole bag, :data:`EXIT_INCOMPLETE` otherwise (see docs/replay.md)."""
+    return EXIT_INCOMPLETE if report['incomplete'] and not allow_incomplete else 0
+
+
 def main(args: argparse.Namespace) -> int:
     from ..model_card import ModelFileError
     try:
         opts = options_from_args(args)
         report = run_replay(opts)
-    except (ReplayError, ModelFileError, ValueError, FileNotFoundError) as exc:
+    except (ReplayError, ModelFileError, ValueError, FileNotFoundError) as exc:   # BagError is a ValueError
         print(f'av-snn replay: {exc}', file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     write_outputs(report, args.json, args.plots)
     print(summary(report))
     print(f'report: {args.json}')
-    return 0
+    return exit_code(report, args.allow_incomplete)

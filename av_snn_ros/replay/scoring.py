@@ -109,13 +109,18 @@ def percentiles(values: Iterable[float], qs: Sequence[float] = LATENCY_PERCENTIL
     return {f'p{q:g}': float(np.percentile(arr, q)) for q in qs}
 
 
-def score(spans: Sequence[Span], predictions: Sequence[Prediction], labels: Sequence[str]) -> dict:
+def score(spans: Sequence[Span], predictions: Sequence[Prediction], labels: Sequence[str],
+          unreadable_spans: int = 0) -> dict:
     """Accuracy, per-class recall, confusion matrix and latency percentiles as a JSON-ready dict.
 
-    ``accuracy`` = correct spans / all spans (missed spans count as wrong); per-class recall is the same
-    ratio within each true class (``None`` for classes with no span). Latency percentiles cover every
-    received prediction, matched or not, in seconds.
+    ``accuracy`` = correct spans / all spans (missed spans count as wrong). ``unreadable_spans``: labels
+    the source holds but that could not be read (a damaged bag); they count as not scored, so a score
+    over the few readable labels never reads as a full one. Per-class recall is the same ratio within
+    each true class (``None`` for classes with no span; unreadable labels have no known class).
+    Latency percentiles cover every received prediction, matched or not, in seconds.
     """
+    if unreadable_spans < 0:
+        raise ValueError(f'unreadable_spans must be >= 0, got {unreadable_spans}')
     num_classes = len(labels)
     if num_classes == 0:
         raise ValueError('labels must not be empty')
@@ -132,7 +137,8 @@ def score(spans: Sequence[Span], predictions: Sequence[Prediction], labels: Sequ
         'num_predictions': len(predictions),
         'correct': int(correct),
         'missed': int(cm[:, num_classes].sum()),
-        'accuracy': float(correct / len(spans)) if spans else None,
+        'unreadable_spans': int(unreadable_spans),
+        'accuracy': float(correct / (len(spans) + unreadable_spans)) if spans or unreadable_spans else None,
         'per_class_recall': per_class,
         'confusion_matrix': cm.tolist(),
         'confusion_matrix_columns': [*labels, 'missed'],

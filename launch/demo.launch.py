@@ -20,11 +20,12 @@ DEFAULT_PARAMS_FILE = SHARE_DIR / 'config' / 'demo.yaml'
 
 def generate_launch_description():
     from launch import LaunchDescription
-    from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription, RegisterEventHandler, Shutdown
-    from launch.event_handlers import OnProcessExit
+    from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription
     from launch.launch_description_sources import PythonLaunchDescriptionSource
     from launch.substitutions import LaunchConfiguration
     from launch_ros.actions import Node
+
+    from av_snn_ros.ros.launch_support import shutdown_when_exited
 
     params_file = LaunchConfiguration('params_file')
     namespace = LaunchConfiguration('namespace')
@@ -52,7 +53,6 @@ def generate_launch_description():
             launch_arguments={'params_file': params_file, 'namespace': namespace, 'image_topic': image_topic,
                               'audio_topic': audio_topic,
                               'autostart': LaunchConfiguration('autostart')}.items()),
-        *(RegisterEventHandler(OnProcessExit(target_action=driver, on_exit=[
-            Shutdown(reason=f'{name} driver exited: the demo needs both sensors')]))
-          for name, driver in (('microphone', microphone), ('camera', camera))),
+        shutdown_when_exited(microphone, 'the microphone driver exited: the demo needs both sensors'),
+        shutdown_when_exited(camera, 'the camera driver exited: the demo needs both sensors'),
     ])

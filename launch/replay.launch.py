@@ -19,12 +19,12 @@ DEFAULT_PARAMS_FILE = SHARE_DIR / 'config' / 'replay.yaml'
 
 def generate_launch_description():
     from launch import LaunchDescription
-    from launch.actions import (DeclareLaunchArgument, ExecuteProcess, IncludeLaunchDescription,
-                                RegisterEventHandler, Shutdown)
-    from launch.event_handlers import OnProcessExit
+    from launch.actions import DeclareLaunchArgument, ExecuteProcess, IncludeLaunchDescription, RegisterEventHandler
     from launch.launch_description_sources import PythonLaunchDescriptionSource
     from launch.substitutions import LaunchConfiguration
     from launch_ros.event_handlers import OnStateTransition
+
+    from av_snn_ros.ros.launch_support import shutdown_when_exited
 
     play = ExecuteProcess(
         cmd=['ros2', 'bag', 'play', LaunchConfiguration('bag'), '--rate', LaunchConfiguration('rate')],
@@ -41,6 +41,5 @@ def generate_launch_description():
         # start playing when the classifier first listens, so the first windows are not lost; once only:
         # an action can be executed once, and a re-activation must not replay the bag
         RegisterEventHandler(OnStateTransition(goal_state='active', entities=[play], handle_once=True)),
-        RegisterEventHandler(OnProcessExit(target_action=play,
-                                           on_exit=[Shutdown(reason='bag playback finished')])),
+        shutdown_when_exited(play, 'bag playback finished'),
     ])

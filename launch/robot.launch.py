@@ -50,13 +50,14 @@ def remappings(image_topic: str, audio_topic: str) -> list[tuple[str, str]]:
 def _classifier_actions(context, default_params_file=DEFAULT_PARAMS_FILE):
     """Build the lifecycle node, its one-time configure/activate events and the exit handler from the
     resolved arguments."""
-    from launch.actions import EmitEvent, RegisterEventHandler, Shutdown
-    from launch.event_handlers import OnProcessExit
+    from launch.actions import EmitEvent, RegisterEventHandler
     from launch.events import matches_action
     from launch_ros.actions import LifecycleNode
     from launch_ros.event_handlers import OnStateTransition
     from launch_ros.events.lifecycle import ChangeState
     from lifecycle_msgs.msg import Transition
+
+    from av_snn_ros.ros.launch_support import shutdown_when_exited
 
     def arg(name):
         return context.launch_configurations.get(name, '')
@@ -77,8 +78,7 @@ def _classifier_actions(context, default_params_file=DEFAULT_PARAMS_FILE):
         ros_arguments=['--log-level', arg('log_level')],
         output='screen',
     )
-    actions = [node, RegisterEventHandler(OnProcessExit(
-        target_action=node, on_exit=[Shutdown(reason=f'{EXECUTABLE} exited')]))]
+    actions = [node, shutdown_when_exited(node, f'{EXECUTABLE} exited')]
     if autostart:
         def change_state(transition_id):
             return EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),

@@ -108,8 +108,9 @@ def load_launch_file(path: Path) -> types.ModuleType:
 
 
 class FakeContext:
-    def __init__(self, launch_configurations):
+    def __init__(self, launch_configurations, is_shutdown=False):
         self.launch_configurations = dict(launch_configurations)
+        self.is_shutdown = is_shutdown
 
 
 def console_scripts() -> dict[str, str]:
@@ -186,7 +187,10 @@ def assert_shuts_down_on_exit(actions, target):
     """launch ends (``Shutdown``) when the process ``target`` exits."""
     matching = [h for h in handlers(actions, 'OnProcessExit') if h.kwargs['target_action'] is target]
     assert len(matching) == 1, f'no OnProcessExit handler for {target}'
-    assert [type(a).__name__ for a in matching[0].kwargs['on_exit']] == ['Shutdown']
+    on_exit = matching[0].kwargs['on_exit']
+    assert [type(a).__name__ for a in on_exit(None, FakeContext({}))] == ['Shutdown']
+    # a second Shutdown while launch already shuts down makes launch_ros raise: only the first exit ends it
+    assert on_exit(None, FakeContext({}, is_shutdown=True)) is None
 
 
 def assert_valid_node(node, scripts):

@@ -36,7 +36,7 @@ from ..model_card import ModelCard, ModelFileError
 from ..prediction import Prediction, Predictor
 from ..runtime_stats import Counters, LatencyTracker, RateMeter, ThrottledWarnings
 from ..windowing import AudioVisualWindower, Window
-from . import conversions, params, qos
+from . import conversions, diagnostic_conventions, params, qos
 
 NODE_NAME = 'av_classifier'
 IMAGE_TOPIC = 'image'
@@ -376,8 +376,10 @@ class AvClassifierNode(LifecycleNode):
         from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
         values = self.diagnostics_values()
         level, message = self._health(values)
-        status = DiagnosticStatus(level=level, name=f'{self.get_fully_qualified_name().lstrip("/")}: pipeline',
-                                  message=message, hardware_id=values.get('model', ''),
+        name = diagnostic_conventions.status_name(self.get_name(), self.get_fully_qualified_name(),
+                                                  diagnostic_conventions.PIPELINE_TASK,
+                                                  self.settings is not None and self.settings.diagnostics_use_fqn)
+        status = DiagnosticStatus(level=level, name=name, message=message, hardware_id=values.get('model', ''),
                                   values=[KeyValue(key=k, value=v) for k, v in values.items()])
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..backends.base import available_backends
 from ..windowing import GAP_POLICIES, WindowParams
+from .diagnostic_conventions import DEFAULT_PERIOD_S, PERIOD_PARAM, USE_FQN_PARAM
 
 RELIABILITIES = ('best_effort', 'reliable')
 #: Isaac ROS TensorRT node parameter names, passed to the TensorRT backend as options
@@ -108,7 +109,11 @@ def param_specs() -> tuple[ParamSpec, ...]:
                   range=(1, 100000), read_only=True),
         ParamSpec('input.compressed', False, 'Subscribe to image/compressed (sensor_msgs/CompressedImage) '
                   'instead of image (sensor_msgs/Image).', read_only=True),
-        ParamSpec('diagnostics.period_s', 1.0, 'Period of the /diagnostics report.', range=(0.1, 3600.0)),
+        ParamSpec(PERIOD_PARAM, DEFAULT_PERIOD_S, 'Seconds between /diagnostics reports (diagnostic_updater\'s '
+                  'parameter).', range=(0.1, 3600.0)),
+        ParamSpec(USE_FQN_PARAM, False, 'Name the /diagnostics status after the fully qualified node name '
+                  '(/ns/av_classifier: pipeline) instead of the plain one (av_classifier: pipeline), as '
+                  'diagnostic_updater does.'),
         ParamSpec('energy.enabled', False, 'Report firing rates and an energy estimate per window in '
                   '/diagnostics (torch backend only, when av_snn_ros.models.energy provides EnergyMeter).'),
         ParamSpec('autostart', False, 'Configure and activate on start-up (for standalone use; leave false '
@@ -134,6 +139,7 @@ class NodeSettings:
     depth: int
     compressed: bool
     diagnostics_period_s: float
+    diagnostics_use_fqn: bool
     energy_enabled: bool
 
 
@@ -270,7 +276,8 @@ def read_settings(values: dict[str, Any]) -> NodeSettings:
         model_card=checked['model.card'], backend=BackendSettings(checked['backend.name'], options),
         window=window, queue_size=checked['inference.queue_size'],
         reliability=checked['qos.sensor.reliability'], depth=checked['qos.sensor.depth'],
-        compressed=checked['input.compressed'], diagnostics_period_s=checked['diagnostics.period_s'],
+        compressed=checked['input.compressed'], diagnostics_period_s=checked[PERIOD_PARAM],
+        diagnostics_use_fqn=checked[USE_FQN_PARAM],
         energy_enabled=checked['energy.enabled'])
 
 

@@ -109,6 +109,10 @@ def param_specs() -> tuple[ParamSpec, ...]:
                   range=(1, 100000), read_only=True),
         ParamSpec('input.compressed', False, 'Subscribe to image/compressed (sensor_msgs/CompressedImage) '
                   'instead of image (sensor_msgs/Image).', read_only=True),
+        ParamSpec('output.vision_msgs', False, 'Also publish vision_msgs/Classification on vision_classification '
+                  'and vision_msgs/LabelInfo (transient local) on label_info; needs vision_msgs.', read_only=True),
+        ParamSpec('output.hri_expression', False, 'Also publish hri_msgs/Expression (REP-155) on expression; '
+                  'the model\'s labels must be emotions; needs hri_msgs.', read_only=True),
         ParamSpec(PERIOD_PARAM, DEFAULT_PERIOD_S, 'Seconds between /diagnostics reports (diagnostic_updater\'s '
                   'parameter).', range=(0.1, 3600.0)),
         ParamSpec(USE_FQN_PARAM, False, 'Name the /diagnostics status after the fully qualified node name '
@@ -140,6 +144,8 @@ class NodeSettings:
     compressed: bool
     diagnostics_period_s: float
     diagnostics_use_fqn: bool
+    vision_output: bool
+    expression_output: bool
     energy_enabled: bool
 
 
@@ -277,7 +283,8 @@ def read_settings(values: dict[str, Any]) -> NodeSettings:
         window=window, queue_size=checked['inference.queue_size'],
         reliability=checked['qos.sensor.reliability'], depth=checked['qos.sensor.depth'],
         compressed=checked['input.compressed'], diagnostics_period_s=checked[PERIOD_PARAM],
-        diagnostics_use_fqn=checked[USE_FQN_PARAM],
+        diagnostics_use_fqn=checked[USE_FQN_PARAM], vision_output=checked['output.vision_msgs'],
+        expression_output=checked['output.hri_expression'],
         energy_enabled=checked['energy.enabled'])
 
 

@@ -69,10 +69,17 @@ def assert_install_is_current() -> None:
         pytest.fail(f'{share} is older than this checkout ({", ".join(stale)}): run scripts/install.sh')
 
 
+_ENV: dict[str, str] | None = None
+
+
 @pytest.fixture(scope='session')
 def ros2_tooling(tmp_path_factory) -> dict[str, str]:
     """Environment for ``ros2`` / ``rosdep`` subprocesses, with the tooling installed in this venv."""
-    return _install(tmp_path_factory.mktemp('rosdep'))
+    global _ENV
+    # each test module imports this fixture, which makes it one fixture per module: install once anyway
+    if _ENV is None:
+        _ENV = _install(tmp_path_factory.mktemp('rosdep'))
+    return dict(_ENV)
 
 
 def ros2(env: dict[str, str], *args: str, timeout: float = CLI_TIMEOUT_S) -> subprocess.CompletedProcess:

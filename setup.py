@@ -52,6 +52,7 @@ setup(
             'av_classifier_node = av_snn_ros.ros.classifier_node:main',
             'microphone_node = av_snn_ros.ros.microphone_node:main',
             'camera_node = av_snn_ros.ros.camera_node:main',
+            'audio_common_adapter = av_snn_ros.ros.audio_common_adapter:main',
         ],
     },
 )

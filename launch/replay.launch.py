@@ -4,9 +4,11 @@
     ros2 topic echo /classification
 
 The classifier is robot.launch.py with the replay parameters (reliable QoS, deep queues: nothing is
-dropped when the bag plays faster than real time); playback starts once the classifier is active.
-For bags recorded under other topic names pass ``image_topic:=`` / ``audio_topic:=``. For scoring
-against ground truth without a ROS installation use ``av-snn replay BAG --json OUT`` instead.
+dropped when the bag plays faster than real time); playback starts once, when the classifier first
+becomes active (a later deactivate/activate through ``ros2 lifecycle set`` pauses the classifier, it
+does not restart the bag). The launch ends by itself when playback ends. For bags recorded under other
+topic names pass ``image_topic:=`` / ``audio_topic:=``. For scoring against ground truth without a ROS
+installation use ``av-snn replay BAG --json OUT`` instead.
 """
 from pathlib import Path
 
@@ -22,6 +24,8 @@ def generate_launch_description():
     from launch.substitutions import LaunchConfiguration
     from launch_ros.event_handlers import OnStateTransition
 
+    from av_snn_ros.ros.launch_support import shutdown_when_exited
+
     play = ExecuteProcess(
         cmd=['ros2', 'bag', 'play', LaunchConfiguration('bag'), '--rate', LaunchConfiguration('rate')],
         output='screen')
@@ -30,9 +34,12 @@ def generate_launch_description():
         DeclareLaunchArgument('rate', default_value='1.0', description='playback rate (1.0 = real time)'),
         DeclareLaunchArgument('params_file', default_value=str(DEFAULT_PARAMS_FILE),
                               description='ROS parameter file of the classifier'),
+        # robot.launch.py's other arguments (namespace, image_topic, audio_topic, autostart, ...) pass through
         IncludeLaunchDescription(
             PythonLaunchDescriptionSource(str(ROBOT_LAUNCH)),
-            launch_arguments={'params_file': LaunchConfiguration('params_file'), 'autostart': 'true'}.items()),
-        # start playing only when the classifier listens, so the first windows are not lost
-        RegisterEventHandler(OnStateTransition(goal_state='active', entities=[play])),
+            launch_arguments={'params_file': LaunchConfiguration('params_file')}.items()),
+        # start playing when the classifier first listens, so the first windows are not lost; once only:
+        # an action can be executed once, and a re-activation must not replay the bag
+        RegisterEventHandler(OnStateTransition(goal_state='active', entities=[play], handle_once=True)),
+        shutdown_when_exited(play, 'bag playback finished'),
     ])

@@ -74,4 +74,13 @@ fi
 log "installing av_snn_ros into the venv"
 # Non-editable: an editable install skips data_files, so the ament index would not find the package.
 "${PIP[@]}" --no-deps --force-reinstall --no-build-isolation . >/dev/null
+# `ros2 launch` / `ros2 run` look for a package's executables in <prefix>/lib/<package>/ (colcon puts
+# them there through setup.cfg); pip puts console scripts in bin/ only, so link them.
+libexec="$VENV/lib/av_snn_ros"
+rm -rf "$libexec" && mkdir -p "$libexec"
+for exe in $(python -c "from importlib.metadata import distribution
+print(' '.join(sorted({e.name for e in distribution('av_snn_ros').entry_points if e.group == 'console_scripts'})))"); do
+  [ -x "$VENV/bin/$exe" ] || { log "console script $exe missing from $VENV/bin"; exit 1; }
+  ln -s "../../bin/$exe" "$libexec/$exe"
+done
 log "done: . .venv/bin/activate"

@@ -174,7 +174,8 @@ class Probe:
         import threading
         self.node = Node('test_probe', namespace=namespace, context=context)
         ns = namespace.strip('/')
-        self._diag_prefix = f'{ns}/av_classifier:' if ns else 'av_classifier:'
+        # classifier() names a namespaced node's status by its fully qualified name (diagnostic_updater.use_fqn)
+        self._diag_prefix = f'/{ns}/av_classifier:' if ns else 'av_classifier:'
         self.namespace = namespace
         sensor = qos.driver_qos(depth) if reliable_sensors else qos.sensor_qos('best_effort', depth)
         self.image_pub = self.node.create_publisher(Image, 'image', sensor)
@@ -278,7 +279,9 @@ def classifier(context, card_path, overrides: dict | None = None, namespace: str
     from rclpy.parameter import Parameter
 
     from av_snn_ros.ros.classifier_node import AvClassifierNode
-    values = {'model.card': str(card_path), **(overrides or {})}
+    # the fully qualified status name tells this test's classifier from others on the same ROS domain
+    values = {'model.card': str(card_path), 'diagnostic_updater.use_fqn': bool(namespace.strip('/')),
+              **(overrides or {})}
     return AvClassifierNode(context=context, namespace=namespace,
                             parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
 

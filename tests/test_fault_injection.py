@@ -39,7 +39,7 @@ FPS = 20
 CHUNK_S = 0.02
 DEPTH = 5000                          # deeper than the whole replay: reliable transport loses nothing
 NODE_PARAMS = {'window.hop_s': 1.0, 'window.max_gap_s': 0.5, 'qos.sensor.reliability': 'reliable',
-               'qos.sensor.depth': DEPTH, 'inference.queue_size': 100, 'diagnostics.period_s': 0.2,
+               'qos.sensor.depth': DEPTH, 'inference.queue_size': 100, 'diagnostic_updater.period': 0.2,
                'backend.name': 'torch', 'backend.threads': 1, 'window.max_buffer_s': 30.0}
 TIMEOUT_S = 120.0
 POLL_S = 0.05

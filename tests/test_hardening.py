@@ -121,7 +121,8 @@ class NodeProcess:
         else:
             argv = NODE + ['--ros-args', '-r', f'__ns:={self.namespace}']
             argv += ['--params-file', str(params_file)] if params_file else []
-            for p in ('autostart:=true', *params):
+            # the fully qualified status name tells this node's /diagnostics from other tests' nodes
+            for p in ('autostart:=true', 'diagnostic_updater.use_fqn:=true', *params):
                 argv += ['-p', p]
         self.proc = subprocess.Popen(argv, env=_env(), cwd=REPO, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True)
@@ -193,7 +194,7 @@ def _probe(namespace: str, depth: int = 100):
             'audio': node.create_publisher(AudioChunk, 'audio', qos.driver_qos(depth))}
     got = {'classification': [], 'diagnostics': []}
     node.create_subscription(Classification, 'classification', got['classification'].append, qos.output_qos())
-    prefix = namespace.strip('/') + '/'
+    prefix = namespace + '/'                     # fully qualified status name (use_fqn)
 
     def on_diag(msg) -> None:
         for status in msg.status:
@@ -264,7 +265,7 @@ def test_hostile_compressed_burst_neither_kills_the_node_nor_keeps_its_memory(ro
     """The 70-byte 40000x40000 PNG, PNG bombs, garbage and truncated images on image/compressed: the
     node process stays up, counts every one, still classifies, and its RSS comes back after the burst."""
     node = NodeProcess('input.compressed:=true', 'backend.name:=onnxruntime', 'backend.threads:=1',
-                       'diagnostics.period_s:=0.2', 'qos.sensor.depth:=2000')
+                       'diagnostic_updater.period:=0.2', 'qos.sensor.depth:=2000')
     probe, pubs, got = _probe(node.namespace, depth=2000)      # deeper than the burst: nothing is lost
     executor, _ = _spin(probe)
     try:

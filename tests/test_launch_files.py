@@ -72,7 +72,8 @@ def _recorded(*names):
 def fake_launch_modules() -> dict[str, types.ModuleType]:
     """``sys.modules`` entries for the parts of launch / launch_ros the project's launch files use."""
     actions = _recorded('EmitEvent', 'RegisterEventHandler', 'OpaqueFunction', 'ExecuteProcess',
-                        'IncludeLaunchDescription', 'GroupAction', 'LogInfo', 'SetEnvironmentVariable')
+                        'IncludeLaunchDescription', 'GroupAction', 'LogInfo', 'SetEnvironmentVariable',
+                        'Shutdown')
     actions['DeclareLaunchArgument'] = FakeDeclareLaunchArgument
     return {
         'launch': _module('launch', LaunchDescription=FakeLaunchDescription),
@@ -80,6 +81,7 @@ def fake_launch_modules() -> dict[str, types.ModuleType]:
         'launch.substitutions': _module('launch.substitutions', LaunchConfiguration=FakeLaunchConfiguration,
                                         **_recorded('PathJoinSubstitution', 'TextSubstitution')),
         'launch.events': _module('launch.events', matches_action=lambda action: ('matches', action)),
+        'launch.event_handlers': _module('launch.event_handlers', **_recorded('OnProcessExit', 'OnProcessStart')),
         'launch.conditions': _module('launch.conditions', **_recorded('IfCondition', 'UnlessCondition')),
         'launch.launch_description_sources': _module('launch.launch_description_sources',
                                                      **_recorded('PythonLaunchDescriptionSource')),
@@ -106,8 +108,9 @@ def load_launch_file(path: Path) -> types.ModuleType:
 
 
 class FakeContext:
-    def __init__(self, launch_configurations):
+    def __init__(self, launch_configurations, is_shutdown=False):
         self.launch_configurations = dict(launch_configurations)
+        self.is_shutdown = is_shutdown
 
 
 def console_scripts() -> dict[str, str]:
@@ -150,9 +153,44 @@ def expand(entities, configurations: dict[str, str]):
 
 
 def resolve(value, configurations):
+    """A substitution (or a list of them, concatenated as launch does) as the string launch would use."""
     if isinstance(value, FakeLaunchConfiguration):
         return value.perform(FakeContext(configurations))
+    if isinstance(value, list) and value and any(isinstance(v, FakeLaunchConfiguration) for v in value):
+        return ''.join(resolve(v, configurations) for v in value)
     return value
+
+
+def describe(value, configurations, _seen=None):
+    """A comparable picture of what launch would do: entities with their arguments, substitutions resolved."""
+    _seen = set() if _seen is None else _seen
+    value = resolve(value, configurations)
+    if isinstance(value, Recorded):
+        if id(value) in _seen:                     # a handler pointing back at its node
+            return ('ref', type(value).__name__)
+        _seen = _seen | {id(value)}
+        return (type(value).__name__, describe(list(value.args), configurations, _seen),
+                describe(value.kwargs, configurations, _seen))
+    if isinstance(value, dict):
+        return tuple(sorted((k, describe(v, configurations, _seen)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)) or type(value).__name__ in ('dict_items', 'generator'):
+        return tuple(describe(v, configurations, _seen) for v in value)
+    return repr(value)
+
+
+def handlers(actions, kind):
+    """The event handlers of type ``kind`` (e.g. ``OnProcessExit``) registered among ``actions``."""
+    return [h.args[0] for h in _of(actions, 'RegisterEventHandler') if type(h.args[0]).__name__ == kind]
+
+
+def assert_shuts_down_on_exit(actions, target):
+    """launch ends (``Shutdown``) when the process ``target`` exits."""
+    matching = [h for h in handlers(actions, 'OnProcessExit') if h.kwargs['target_action'] is target]
+    assert len(matching) == 1, f'no OnProcessExit handler for {target}'
+    on_exit = matching[0].kwargs['on_exit']
+    assert [type(a).__name__ for a in on_exit(None, FakeContext({}))] == ['Shutdown']
+    # a second Shutdown while launch already shuts down makes launch_ros raise: only the first exit ends it
+    assert on_exit(None, FakeContext({}, is_shutdown=True)) is None
 
 
 def assert_valid_node(node, scripts):
@@ -230,7 +268,8 @@ def test_robot_launch_defaults(fake_launch):
     assert Path(params_file).name == 'robot.yaml'
     # defaults are the node's / params file's: launch only disables the node's own autostart
     assert overrides == {'autostart': False}
-    assert node.kwargs['remappings'] == [('image', 'image'), ('audio', 'audio')]
+    assert node.kwargs['remappings'] == [('image', 'image'), ('image/compressed', 'image/compressed'),
+                                         ('audio', 'audio')]
 
     # autostart: configure is emitted at start, activate once the node reports 'inactive'
     (configure,) = _of(actions, 'EmitEvent')
@@ -238,12 +277,15 @@ def test_robot_launch_defaults(fake_launch):
     assert change.kwargs['lifecycle_node_matcher'] == ('matches', node)
     from lifecycle_msgs.msg import Transition
     assert change.kwargs['transition_id'] == Transition.TRANSITION_CONFIGURE
-    (handler,) = _of(actions, 'RegisterEventHandler')
-    on_transition = handler.args[0]
+    (on_transition,) = handlers(actions, 'OnStateTransition')
     assert on_transition.kwargs['target_lifecycle_node'] is node
-    assert on_transition.kwargs['goal_state'] == 'inactive'
+    # only configuring -> inactive, and only once: deactivating -> inactive (an external
+    # `ros2 lifecycle set ... deactivate`) must not re-activate the node
+    assert (on_transition.kwargs['start_state'], on_transition.kwargs['goal_state']) == ('configuring', 'inactive')
+    assert on_transition.kwargs['handle_once'] is True
     (activate,) = on_transition.kwargs['entities']
     assert activate.kwargs['event'].kwargs['transition_id'] == Transition.TRANSITION_ACTIVATE
+    assert_shuts_down_on_exit(actions, node)
 
 
 def test_robot_launch_overrides(fake_launch):
@@ -257,8 +299,39 @@ def test_robot_launch_overrides(fake_launch):
     assert_section_applies(node.kwargs['parameters'][0], 'robot1', 'av_classifier')
     assert node.kwargs['parameters'][1] == {'model.card': '/models/x/card.yaml', 'backend.name': 'onnxruntime',
                                             'autostart': False}
-    assert node.kwargs['remappings'] == [('image', '/camera/image_raw'), ('audio', '/mic/audio')]
-    assert not _of(actions, 'EmitEvent') and not _of(actions, 'RegisterEventHandler')
+    assert node.kwargs['remappings'] == [('image', '/camera/image_raw'),
+                                         ('image/compressed', '/camera/image_raw/compressed'),
+                                         ('audio', '/mic/audio')]
+    assert not _of(actions, 'EmitEvent') and not handlers(actions, 'OnStateTransition')
+    assert_shuts_down_on_exit(actions, node)          # with or without autostart
+
+
+def test_robot_launch_remaps_every_input_of_the_node(fake_launch):
+    """Each topic the node subscribes to (raw or compressed image, audio) has a remap, so `image_topic:=`
+    moves the compressed subscription too (a remap rule matches whole names only)."""
+    from av_snn_ros.ros import classifier_node
+    module = load_launch_file(LAUNCH_DIR / 'robot.launch.py')
+    remaps = dict(module.remappings('/camera/image_raw', '/mic/audio'))
+    assert remaps == {classifier_node.IMAGE_TOPIC: '/camera/image_raw',
+                      classifier_node.COMPRESSED_IMAGE_TOPIC: '/camera/image_raw/compressed',
+                      classifier_node.AUDIO_TOPIC: '/mic/audio'}
+
+
+@pytest.mark.parametrize('filename', LAUNCH_FILES)
+def test_every_declared_argument_changes_the_launch(filename, fake_launch):
+    """An argument `ros2 launch -s` advertises (the file's own and its includes') must change what is
+    launched when given a different value; an ignored one is a lie in the argument list."""
+    entities = load_launch_file(LAUNCH_DIR / filename).generate_launch_description().entities
+    advertised = declared_defaults(entities)
+    for include in _of(entities, 'IncludeLaunchDescription'):
+        child = load_launch_file(Path(include.args[0].args[0])).generate_launch_description()
+        advertised = {**declared_defaults(child.entities), **advertised}
+    advertised = {k: '/bags/demo' if v is None else v for k, v in advertised.items()}   # required ones
+    before = describe(expand(entities, advertised), advertised)
+    for name, default in advertised.items():
+        changed = {**advertised, name: 'false' if default == 'true' else f'/changed_{name}'}
+        after = describe(expand(entities, changed), changed)
+        assert after != before, f'{filename}: argument {name!r} is declared but changes nothing'
 
 
 def test_replay_launch(fake_launch):
@@ -271,11 +344,14 @@ def test_replay_launch(fake_launch):
     assert_params_file(node.kwargs['parameters'][0], 'av_classifier')
     assert Path(node.kwargs['parameters'][0]).name == 'replay.yaml'
     assert _of(actions, 'EmitEvent'), 'the classifier must be configured by launch'
-    handlers = [h.args[0] for h in _of(actions, 'RegisterEventHandler')]
-    (play_handler,) = [h for h in handlers if h.kwargs['goal_state'] == 'active']
+    (play_handler,) = [h for h in handlers(actions, 'OnStateTransition') if h.kwargs['goal_state'] == 'active']
+    # an action runs once: a second activation (deactivate + activate) must not execute it again
+    assert play_handler.kwargs['handle_once'] is True
     (play,) = play_handler.kwargs['entities']
     cmd = [resolve(c, {'bag': '/bags/demo', 'rate': defaults['rate']}) for c in play.kwargs['cmd']]
     assert cmd == ['ros2', 'bag', 'play', '/bags/demo', '--rate', '1.0']
+    assert_shuts_down_on_exit(actions, play)           # the launch ends with the bag
+    assert_shuts_down_on_exit(actions, node)
 
 
 def test_demo_launch(fake_launch):
@@ -302,7 +378,26 @@ def test_demo_launch(fake_launch):
     assert sensors['microphone_node'].kwargs['name'] == microphone_node.NODE_NAME
     assert sensors['camera_node'].kwargs['name'] == camera_node.NODE_NAME
     remaps = dict(classifier.kwargs['remappings'])
-    assert remaps == {'audio': microphone_node.AUDIO_TOPIC, 'image': camera_node.IMAGE_TOPIC}
+    assert remaps == {'audio': microphone_node.AUDIO_TOPIC, 'image': camera_node.IMAGE_TOPIC,
+                      'image/compressed': camera_node.COMPRESSED_IMAGE_TOPIC}
+    # the demo needs both sensors: a driver that exits ends the launch
+    for node in sensors.values():
+        assert_shuts_down_on_exit(actions, node)
+
+
+def test_demo_launch_topics_connect_drivers_and_classifier(fake_launch):
+    """`image_topic:=` / `audio_topic:=` move the drivers' outputs and the classifier's inputs together."""
+    from av_snn_ros.ros import camera_node, microphone_node
+    entities = load_launch_file(LAUNCH_DIR / 'demo.launch.py').generate_launch_description().entities
+    conf = {**declared_defaults(entities), 'image_topic': '/cam/image_raw', 'audio_topic': '/mic/audio'}
+    actions = expand(entities, conf)
+    (classifier,) = _of(actions, 'FakeLifecycleNode')
+    sensors = {n.kwargs['executable']: n for n in _of(actions, 'Node')}
+    inputs = dict(classifier.kwargs['remappings'])
+    published = {frm: resolve(to, conf) for node in sensors.values() for frm, to in node.kwargs['remappings']}
+    assert published[microphone_node.AUDIO_TOPIC] == inputs['audio'] == '/mic/audio'
+    assert published[camera_node.IMAGE_TOPIC] == inputs['image'] == '/cam/image_raw'
+    assert published[camera_node.COMPRESSED_IMAGE_TOPIC] == inputs['image/compressed'] == '/cam/image_raw/compressed'
 
 
 @pytest.mark.parametrize('node_name', ['av_classifier', 'camera', 'microphone'])

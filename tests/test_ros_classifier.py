@@ -13,7 +13,7 @@ from runtime_helpers import Spinner, isolated, make_card, offline_scores, record
 SEGMENTS = 5
 POOL = 16          # test samples searched for varied predictions
 REPLAY = {'window.hop_s': 1.0, 'qos.sensor.reliability': 'reliable', 'qos.sensor.depth': 2000,
-          'inference.queue_size': 100, 'diagnostics.period_s': 0.2, 'backend.name': 'torch',
+          'inference.queue_size': 100, 'diagnostic_updater.period': 0.2, 'backend.name': 'torch',
           'backend.threads': 1,
           # the test publishes faster than real time and DDS may deliver one stream well ahead of the
           # other: let windows wait long enough for the slower one (flow-controlled replay needs less)

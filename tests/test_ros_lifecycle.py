@@ -20,7 +20,7 @@ from runtime_helpers import (DEFAULT_TIMEOUT_S, Probe, Spinner, classifier, isol
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = {'window.hop_s': 1.0, 'qos.sensor.reliability': 'reliable', 'qos.sensor.depth': 2000,
-        'inference.queue_size': 100, 'diagnostics.period_s': 0.2, 'window.max_buffer_s': 30.0}
+        'inference.queue_size': 100, 'diagnostic_updater.period': 0.2, 'window.max_buffer_s': 30.0}
 
 
 @pytest.fixture(scope='module')

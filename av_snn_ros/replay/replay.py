@@ -201,6 +201,7 @@ def _node_command(opts: ReplayOptions, card: Path, params_file: Path, compressed
     """
     args = ['--ros-args', '--params-file', str(params_file), '-r', f'__ns:={opts.namespace or "/"}',
             '-p', 'autostart:=true', '-p', 'use_sim_time:=true',
+            '-p', 'diagnostic_updater.use_fqn:=true',   # see _Collector
             '-p', f'model.card:={card}', '-p', f'input.compressed:={str(compressed).lower()}']
     if opts.namespace:
         # the node's clock follows this replay's bag time, not another replay's (or a robot's) /clock
@@ -247,7 +248,7 @@ class _Collector:
     """Thread-safe store of what the graph sends back, with a condition to wait on."""
 
     def __init__(self, node_fqn: str) -> None:
-        self.status_prefix = node_fqn.lstrip('/') + ':'     # the node's DiagnosticStatus names start so
+        self.status_prefix = node_fqn + ':'     # the node's status name with diagnostic_updater.use_fqn
         self.cond = threading.Condition()
         self.received: list[Received] = []
         self.diagnostics: dict[str, dict[str, str]] = {}

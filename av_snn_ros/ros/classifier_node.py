@@ -35,7 +35,8 @@ from ..prediction import Prediction, Predictor
 from ..runtime_stats import (LOW_RECEIPT_FRACTION, Counters, LatencyTracker, RateMeter, ReceiptMonitor,
                              ThrottledWarnings)
 from ..windowing import AudioVisualWindower, Window
-from . import conversions, params, process, qos
+from . import conversions, diagnostic_conventions, params, process, qos
+from .standard_outputs import StandardOutputs
 
 NODE_NAME = 'av_classifier'
 IMAGE_TOPIC = 'image'
@@ -75,6 +76,7 @@ class AvClassifierNode(LifecycleNode):
         self._timer = None
         self._pub_classification = None
         self._pub_diagnostics = None
+        self._outputs: StandardOutputs | None = None   # optional vision_msgs / hri_msgs outputs
         self._frame_id = ''
         self._last_classified = time.monotonic()
         self._last_energy: dict[str, float] | None = None
@@ -99,6 +101,7 @@ class AvClassifierNode(LifecycleNode):
             try:
                 self._warm_up(choice, card)
                 windower = AudioVisualWindower.from_params(card.preprocessing, settings.window)
+                outputs = StandardOutputs.plan(card.labels, settings.vision_output, settings.expression_output)
             except Exception:
                 choice.backend.close()
                 raise
@@ -117,6 +120,8 @@ class AvClassifierNode(LifecycleNode):
             _msg('Classification'), CLASSIFICATION_TOPIC, qos.output_qos())
         self._pub_diagnostics = self.create_lifecycle_publisher(
             _diag('DiagnosticArray'), DIAGNOSTICS_TOPIC, qos.diagnostics_qos())
+        self._outputs = outputs
+        outputs.create(self, qos.output_qos())
         for skipped, reason in choice.skipped.items():
             log.warning(f'backend {skipped} not used: {reason}')
         pre = card.preprocessing
@@ -237,6 +242,9 @@ class AvClassifierNode(LifecycleNode):
             if pub is not None:
                 self.destroy_lifecycle_publisher(pub)
         self._pub_classification = self._pub_diagnostics = None
+        if self._outputs is not None:
+            self._outputs.destroy(self)
+            self._outputs = None
         if self._energy is not None and hasattr(self._energy, 'close'):
             self._energy.close()              # removes its forward hooks from the model
         if self.choice is not None:
@@ -359,6 +367,9 @@ class AvClassifierNode(LifecycleNode):
         if pub is None:
             return
         pub.publish(conversions.classification_msg(prediction, self._frame_id))
+        outputs = self._outputs
+        if outputs is not None:
+            outputs.publish(prediction, self._frame_id)
         self.counters.inc('windows_classified')
         self.rates['classification'].tick()
         self._last_classified = time.monotonic()
@@ -443,8 +454,10 @@ class AvClassifierNode(LifecycleNode):
         from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
         values = self.diagnostics_values()
         level, message = self._health(values)
-        status = DiagnosticStatus(level=level, name=f'{self.get_fully_qualified_name().lstrip("/")}: pipeline',
-                                  message=message, hardware_id=values.get('model', ''),
+        name = diagnostic_conventions.status_name(self.get_name(), self.get_fully_qualified_name(),
+                                                  diagnostic_conventions.PIPELINE_TASK,
+                                                  self.settings is not None and self.settings.diagnostics_use_fqn)
+        status = DiagnosticStatus(level=level, name=name, message=message, hardware_id=values.get('model', ''),
                                   values=[KeyValue(key=k, value=v) for k, v in values.items()])
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()

@@ -16,6 +16,7 @@ from typing import Any
 from ..backends.base import available_backends, backend_parameters, options_from_parameters
 from ..windowing import GAP_POLICIES, WindowParams
 from .conversions import DEFAULT_MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE
+from .diagnostic_conventions import DEFAULT_PERIOD_S, PERIOD_PARAM, USE_FQN_PARAM
 
 RELIABILITIES = ('auto', 'best_effort', 'reliable')
 
@@ -90,7 +91,15 @@ def param_specs() -> tuple[ParamSpec, ...]:
                   '(width x height; default 4K UHD). A CompressedImage whose header declares more is dropped '
                   'before decoding (image_size), so a tiny hostile PNG cannot allocate gigabytes.',
                   range=(1, MAX_IMAGE_SIDE * MAX_IMAGE_SIDE), read_only=True),
-        ParamSpec('diagnostics.period_s', 1.0, 'Period of the /diagnostics report.', range=(0.1, 3600.0)),
+        ParamSpec('output.vision_msgs', False, 'Also publish vision_msgs/Classification on vision_classification '
+                  'and vision_msgs/LabelInfo (transient local) on label_info; needs vision_msgs.', read_only=True),
+        ParamSpec('output.hri_expression', False, 'Also publish hri_msgs/Expression (REP-155) on expression; '
+                  'the model\'s labels must be emotions; needs hri_msgs.', read_only=True),
+        ParamSpec(PERIOD_PARAM, DEFAULT_PERIOD_S, 'Seconds between /diagnostics reports (diagnostic_updater\'s '
+                  'parameter).', range=(0.1, 3600.0)),
+        ParamSpec(USE_FQN_PARAM, False, 'Name the /diagnostics status after the fully qualified node name '
+                  '(/ns/av_classifier: pipeline) instead of the plain one (av_classifier: pipeline), as '
+                  'diagnostic_updater does.'),
         ParamSpec('energy.enabled', False, 'Report firing rates and an energy estimate per window in '
                   '/diagnostics (torch backend only, when av_snn_ros.models.energy provides EnergyMeter).'),
         ParamSpec('autostart', False, 'Configure and activate on start-up (for standalone use; leave false '
@@ -117,6 +126,9 @@ class NodeSettings:
     compressed: bool
     max_image_pixels: int
     diagnostics_period_s: float
+    diagnostics_use_fqn: bool
+    vision_output: bool
+    expression_output: bool
     energy_enabled: bool
 
 
@@ -246,7 +258,9 @@ def read_settings(values: dict[str, Any]) -> NodeSettings:
         window=window, queue_size=checked['inference.queue_size'],
         reliability=checked['qos.sensor.reliability'], depth=checked['qos.sensor.depth'],
         compressed=checked['input.compressed'], max_image_pixels=checked['input.max_image_pixels'],
-        diagnostics_period_s=checked['diagnostics.period_s'],
+        diagnostics_period_s=checked[PERIOD_PARAM],
+        diagnostics_use_fqn=checked[USE_FQN_PARAM], vision_output=checked['output.vision_msgs'],
+        expression_output=checked['output.hri_expression'],
         energy_enabled=checked['energy.enabled'])
 
 

@@ -11,7 +11,7 @@ import struct
 from pathlib import Path
 from typing import Callable, Iterator
 
-OP_SCHEMA, OP_CHANNEL, OP_MESSAGE, OP_CHUNK, OP_DATA_END = 0x03, 0x04, 0x05, 0x06, 0x0F
+OP_SCHEMA, OP_CHANNEL, OP_MESSAGE, OP_CHUNK, OP_METADATA, OP_DATA_END = 0x03, 0x04, 0x05, 0x06, 0x0C, 0x0F
 OP_PRIVATE = 0x80             # opcodes >= 0x80 are user-defined: readers skip them
 _MAGIC_LEN = 8
 _MSG_HEADER = 2 + 4 + 8 + 8   # channel id u16, sequence u32, log time u64, publish time u64
@@ -109,8 +109,6 @@ def corrupt_messages(bag: Path, pick: Callable[[str, int], bool], offset: int, v
         data[start:start + len(value)] = value
     return _edit_messages(bag, pick, corrupt)
 
-
-OP_METADATA = 0x0C
 
 
 def metadata_records(bag: Path) -> dict[str, dict[str, str]]:

@@ -549,7 +549,6 @@ def main(args: list[str] | None = None) -> int:
         shutdown_node(node)
         executor.shutdown()
         rclpy.try_shutdown()
-        stop.restore()
     return code
 
 

@@ -119,5 +119,4 @@ def main(args: argparse.Namespace) -> int:
             node.destroy_node()
         executor.shutdown()
         rclpy.try_shutdown()
-        stop.restore()
     return code

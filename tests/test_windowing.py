@@ -188,25 +188,24 @@ def test_window_lacking_both_senses_is_dropped_and_counted():
 
 
 def test_audio_only_windows_slide_over_audio_alone():
-    """A windower for an audio-only model never waits for frames: windows as soon as audio covers them,
-    frames None and no missing_image flag; frames pushed by mistake are counted and ignored."""
+    """A windower for an audio-only model never waits for frames: each window is cut the moment its last
+    audio sample arrives, with frames None and no missing_image flag; frames pushed by mistake are
+    counted and ignored."""
     signal = _signal(4)
     w = AudioVisualWindower(CFG, hop_s=0.5, modalities=('audio',))
-    first = []
+    cut_at = {}                                   # window start -> end of the chunk that completed it
     for stamp, kind, payload in _events(signal):
         if kind == 'a':
             w.push_audio(stamp, payload, SR)
         else:
             w.push_frame(stamp, _frame(payload))
-        got = w.pop_ready()
-        if got and not first:
-            first = got
-            # the first window is cut the moment its last audio sample arrives
-            assert stamp + CHUNK * NS_PER_S // SR == T0 + NS_PER_S
-        first = first or got
-    windows = first + w.pop_ready()
-    assert w.counters['windows_formed'] == 7 and w.counters['frame_unused'] == 4 * FPS
-    assert w.buffered_frames == 0
+        for win in w.pop_ready():
+            cut_at[win.start_ns] = stamp + CHUNK * NS_PER_S // SR
+            _assert_audio_exact(win, signal)
+            assert win.frames is None and win.flags == set()
+    assert sorted(cut_at) == [T0 + k * NS_PER_S // 2 for k in range(7)]
+    assert all(end == start + NS_PER_S for start, end in cut_at.items())
+    assert w.counters['frame_unused'] == 4 * FPS and w.buffered_frames == 0
 
 
 def test_audio_only_windows_content_and_flags():

@@ -218,3 +218,36 @@ def test_faults_are_flagged_and_the_node_keeps_publishing(ros_context, card_path
     assert diag['messages_dropped'] == '0'               # faults are not malformed messages
     assert int(diag['input.windows_flagged_audio_gap']) >= len(faults.dropped_audio_segments)
     assert int(diag['input.windows_flagged_rate_change']) >= 1
+
+
+def test_unplugged_camera_keeps_the_node_classifying_from_audio(ros_context, card_path, data_root):
+    """The camera sends one segment and is then gone for good while audio runs on: the node keeps
+    publishing, each window once audio has run ``window.modality_timeout_s`` past its end, flagged
+    ``missing_image`` without a visual head, and /diagnostics WARNs naming the image stream."""
+    card = ModelCard.load(card_path)
+    segments, timeout_s = 5, 1.0
+    rec = recording(card.preprocessing, data_root, segments)
+    events = [e for e in robot_stream(rec, card.preprocessing, fps=FPS, chunk_s=CHUNK_S)
+              if e[1] == 'audio' or e[0] < rec.segment_start(1)]
+    params = {**NODE_PARAMS, 'window.modality_timeout_s': timeout_s}
+    node, probe = isolated_classifier(ros_context, card_path, params)
+    # audio ends at segment 5's start: window s is given up on video once 5 > s + 1 + timeout
+    decided = [i for i in range(segments) if rec.segment_start(i) + rec.window_ns + int(timeout_s * NS_PER_S)
+               < rec.segment_start(segments)]
+    with Spinner(ros_context, node, probe.node):
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        probe.wait_for_subscribers()
+        probe.publish_events(events)
+        probe.wait_for(lambda p: len(p.classifications) >= len(decided), what=f'{len(decided)} classifications')
+        probe.wait_for(lambda p: any('without image' in d['_message'] and d['_level'] == b'\x01'
+                                     for d in p.diagnostics), what='a WARN naming the image stream')
+    got = {stamp_to_ns(c.window_start): c for c in probe.classifications}
+    assert sorted(got) == [rec.segment_start(i) for i in decided] == [rec.segment_start(i) for i in (0, 1, 2)]
+    for i in decided:
+        m = got[rec.segment_start(i)]
+        if i == 0:
+            assert FLAG_MISSING_IMAGE not in m.flags and m.visual_class_id >= 0
+        else:
+            assert FLAG_MISSING_IMAGE in m.flags, (i, list(m.flags))
+            assert (m.visual_class_id, m.visual_confidence) == (-1, 0.0) and m.audio_class_id >= 0

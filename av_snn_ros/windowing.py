@@ -30,8 +30,8 @@ Degrade, don't stop
 
 Waiting and bounds
     ``max_buffer_s`` is how much history each stream keeps, measured back from the newest stamp of either
-    stream. It is also how long a window waits for the slower modality: a window starting before
-    ``newest - max_buffer_s`` is given up. Memory is therefore bounded by ``max_buffer_s`` of audio at the
+    stream. It is also the longest a window waits for the slower modality: a sense that has not covered
+    a window starting before ``newest - max_buffer_s`` is given up for it. Memory is therefore bounded by ``max_buffer_s`` of audio at the
     stream's rate (capped at :data:`MAX_SAMPLE_RATE`), and by the frames that can still be the chosen
     frame of some step centre (frames superseded for every centre are dropped on arrival; a hard cap of
     ``max_buffer_s * MAX_FRAME_RATE_HZ`` frames guards against absurd stamp patterns).
@@ -42,8 +42,9 @@ Audio stream
     appended as is (stamp jitter is ignored). A later stamp leaves a *gap*, filled with zeros and
     remembered as a hole; a late chunk that lands in a hole repairs it (``audio_reordered``); one that
     overlaps data already held is trimmed (``audio_overlap``) or dropped (``audio_duplicate``).
-    Windows touching a hole are flagged ``audio_gap`` and, by ``gap_policy``, zero-filled (if at most
-    ``max_gap_s`` is missing) or treated as lacking audio (classified from the camera, or dropped). Audio is stored at the stream's own rate and resampled to
+    A window touching a hole is, by ``gap_policy``, zero-filled and flagged ``audio_gap`` (if at most
+    ``max_gap_s`` is missing) or treated as lacking audio (classified from the camera, or dropped).
+    Audio is stored at the stream's own rate and resampled to
     ``cfg.sample_rate`` with the shared :func:`~av_snn_ros.preprocessing.resample` when a window is cut
     (resampling whole windows avoids the filter edge effects of resampling 20 ms chunks one by one).
     A sample-rate change converts the held audio to the new rate and flags the windows spanning the
@@ -53,8 +54,8 @@ Clock jumps
     A stamp more than ``max_buffer_s`` after or more than one window length before a stream's newest data
     is a clock jump (bag loop, simulation reset, clock step, long outage): that stream's buffer is cleared,
     the other stream's buffer is kept only if its newest data is within a window length of the new time,
-    and the window grid restarts (an outage of one stream keeps the grid, so its windows count as
-    missing). Nothing here raises on bad timing; every anomaly increments a counter in
+    and the window grid restarts (an outage of one stream keeps the grid, so the windows it missed are
+    classified from the other stream). Nothing here raises on bad timing; every anomaly increments a counter in
     :attr:`AudioVisualWindower.counters`.
 """
 from __future__ import annotations

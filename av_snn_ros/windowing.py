@@ -92,7 +92,8 @@ AUDIO, VISUAL = 'audio', 'visual'
 BOTH = (AUDIO, VISUAL)
 
 # per-window state of one sense while pop_ready decides
-_READY, _WAIT, _GONE, _OFF = 'ready', 'wait', 'gone', 'off'
+# (_GAP: held, but the gap policy rejects its holes; _OFF: a sense the windower does not use)
+_READY, _WAIT, _GONE, _GAP, _OFF = 'ready', 'wait', 'gone', 'gap', 'off'
 
 
 @dataclass(frozen=True)
@@ -568,7 +569,7 @@ class AudioVisualWindower:
             return _WAIT
         holes = self._hole_samples(buf, start, end)
         if holes and (self.params.gap_policy == 'drop' or holes > self.max_gap_samples):
-            return 'gap'
+            return _GAP
         return _READY
 
     def _visual_frames(self, start: int) -> list[np.ndarray] | None | str:
@@ -630,20 +631,19 @@ class AudioVisualWindower:
                 break                                  # wait for more data
             audio_ok, visual_ok = audio in (_READY, _OFF), visual in (_READY, _OFF)
             if (audio_ok or visual_ok) and _READY in (audio, visual):
-                ready.append(self._make_window(start, end, audio == _READY, frames if visual_ok else None))
+                ready.append(self._make_window(start, end, audio == _READY, frames if visual == _READY else None))
             else:
                 self.counters['windows_dropped'] += 1
                 for state, key in ((audio, 'missing_audio'), (visual, 'missing_visual')):
                     if state == _GONE:
                         self.counters[key] += 1
-                if audio == 'gap':
+                if audio == _GAP:
                     self.counters['audio_gap'] += 1
             self._cursor = start + self.hop_ns
             self._trim()
         return ready
 
-    def _make_window(self, start: int, end: int, with_audio: bool,
-                     frames: list[np.ndarray] | str | None) -> Window:
+    def _make_window(self, start: int, end: int, with_audio: bool, frames: list[np.ndarray] | None) -> Window:
         """The window ``[start, end)``; a used sense that is not given is flagged missing."""
         flags: set[str] = set()
         audio = None
@@ -655,10 +655,8 @@ class AudioVisualWindower:
                 flags.add(FLAG_RATE_CHANGE)
         elif self.uses_audio:
             flags.add(FLAG_MISSING_AUDIO)
-        if not isinstance(frames, list):
-            frames = None
-            if self.uses_visual:
-                flags.add(FLAG_MISSING_IMAGE)
+        if frames is None and self.uses_visual:
+            flags.add(FLAG_MISSING_IMAGE)
         self.counters['windows_formed'] += 1
         for flag in flags:
             self.counters[f'windows_flagged_{flag}'] += 1

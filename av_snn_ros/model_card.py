@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import load_yaml
+from .decision import DEFAULT_CONFLICT_THRESHOLD
 from .preprocessing import PreprocessConfig
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,11 @@ def sha256_file(path: str | Path) -> str:
 _REQUIRED = ('name', 'model', 'labels', 'preprocessing', 'weights', 'weights_sha256')
 _OPTIONAL = ('model_args', 'onnx', 'onnx_sha256', 'modality_heads', 'logit_scale', 'training', 'metrics',
              'created', 'description', 'data', 'license')
+#: optional keys of the perception contract (no-event, per-modality calibration, conflict, input senses)
+_CONTRACT_KEYS = ('modalities', 'no_event_label', 'accept_threshold', 'audio_logit_scale',
+                  'visual_logit_scale', 'conflict_threshold')
+#: the senses a card may declare in ``modalities`` (and the default: both)
+MODALITIES = ('audio', 'visual')
 
 
 def _hash_value(value: Any) -> str:
@@ -55,10 +61,37 @@ def _hash_value(value: Any) -> str:
     return '' if value is None else str(value).strip()
 
 
-def _positive_float(value: Any, path: Path) -> float:
+def _positive_float(value: Any, path: Path, key: str = 'logit_scale') -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ModelFileError(f'{path}: logit_scale must be a positive number, got {value!r}')
+        raise ModelFileError(f'{path}: {key} must be a positive number, got {value!r}')
     return float(value)
+
+
+def _unit_float(value: Any, path: Path, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ModelFileError(f'{path}: {key} must be a number in [0, 1], got {value!r}')
+    return float(value)
+
+
+def _contract_fields(data: dict[str, Any], labels: list[str], logit_scale: float, path: Path) -> dict[str, Any]:
+    """The perception-contract keys of a card, validated, with their defaults (see ModelCard)."""
+    modalities = data.get('modalities', list(MODALITIES))
+    if (not isinstance(modalities, list) or not modalities or len(set(modalities)) != len(modalities)
+            or not set(modalities) <= set(MODALITIES)):
+        raise ModelFileError(f'{path}: modalities must be a non-empty list of distinct items of '
+                             f'{list(MODALITIES)}, got {modalities!r}')
+    no_event = data.get('no_event_label')
+    if no_event is not None and no_event not in labels:
+        raise ModelFileError(f'{path}: no_event_label {no_event!r} is not one of the labels')
+    return dict(
+        modalities=tuple(m for m in MODALITIES if m in modalities),
+        no_event_label=no_event,
+        accept_threshold=_unit_float(data.get('accept_threshold', 0.0), path, 'accept_threshold'),
+        audio_logit_scale=_positive_float(data.get('audio_logit_scale', logit_scale), path, 'audio_logit_scale'),
+        visual_logit_scale=_positive_float(data.get('visual_logit_scale', logit_scale), path,
+                                           'visual_logit_scale'),
+        conflict_threshold=_unit_float(data.get('conflict_threshold', DEFAULT_CONFLICT_THRESHOLD), path,
+                                       'conflict_threshold'))
 
 
 @dataclass
@@ -80,6 +113,17 @@ class ModelCard:
     #: plain softmax is nearly flat; a scale fitted on validation data (temperature scaling) makes the
     #: published confidence a calibrated probability. It never changes the predicted class.
     logit_scale: float = 1.0
+    #: senses the model takes (``[audio]``: an audio-only card; the node then subscribes to audio only)
+    modalities: tuple[str, ...] = MODALITIES
+    #: the background class ("nothing happening"), one of ``labels``; None: the model has none
+    no_event_label: str | None = None
+    #: calibrated probability an event needs to be reported (runtime parameter may override)
+    accept_threshold: float = 0.0
+    #: temperatures of the per-modality heads (default: ``logit_scale``)
+    audio_logit_scale: float = 1.0
+    visual_logit_scale: float = 1.0
+    #: both heads at least this confident on different events -> the ``conflict`` flag
+    conflict_threshold: float = DEFAULT_CONFLICT_THRESHOLD
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -99,7 +143,7 @@ class ModelCard:
         missing = [k for k in _REQUIRED if k not in data]
         if missing:
             raise ModelFileError(f'{path}: model card lacks required key(s): {", ".join(missing)}')
-        unknown = sorted(set(data) - set(_REQUIRED) - set(_OPTIONAL))
+        unknown = sorted(set(data) - set(_REQUIRED) - set(_OPTIONAL) - set(_CONTRACT_KEYS))
         if unknown:
             raise ModelFileError(f'{path}: unknown model card key(s): {", ".join(unknown)}')
         labels = data['labels']
@@ -110,6 +154,7 @@ class ModelCard:
         except (ValueError, TypeError) as exc:
             raise ModelFileError(f'{path}: bad preprocessing section: {exc}') from exc
         base = path.parent
+        logit_scale = _positive_float(data.get('logit_scale', 1.0), path)
         card = cls(
             path=path, name=str(data['name']), model=str(data['model']), labels=list(labels),
             preprocessing=pre, weights=base / data['weights'], weights_sha256=_hash_value(data['weights_sha256']),
@@ -117,7 +162,8 @@ class ModelCard:
             onnx=(base / data['onnx']) if data.get('onnx') else None,
             onnx_sha256=_hash_value(data.get('onnx_sha256')) or None,
             modality_heads=tuple(data.get('modality_heads') or ('audio', 'visual')),
-            logit_scale=_positive_float(data.get('logit_scale', 1.0), path),
+            logit_scale=logit_scale,
+            **_contract_fields(data, list(labels), logit_scale, path),
             extra={k: data[k] for k in _OPTIONAL if k in data and k not in
                    ('model_args', 'onnx', 'onnx_sha256', 'modality_heads', 'logit_scale')},
         )

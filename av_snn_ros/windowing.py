@@ -9,15 +9,29 @@ Grid
     newest camera frame whose stamp is ``<=`` the step centre ``start + (k + 0.5) * W / T``.
 
 Completeness
-    A window is emitted only when both modalities cover it: audio samples for the whole span (plus a few
-    samples of context when the stream must be resampled), and for every timestep a frame no older than
-    ``max_frame_age_s`` at the step centre. When one modality cannot cover a window any more, the window
-    is counted (``missing_audio`` / ``missing_visual`` / ``audio_gap``) and skipped.
+    A window is emitted as soon as every sense it uses covers it: audio samples for the whole span (plus
+    a few samples of context when the stream must be resampled), and for every timestep a frame no older
+    than ``max_frame_age_s`` at the step centre.
+
+Degrade, don't stop
+    With both senses in use, a window is classified from one sense when the other one cannot cover it
+    (the window's :attr:`Window.audio` or :attr:`Window.frames` is then None, flagged ``missing_audio``
+    / ``missing_image``):
+
+    - *stalled*: the sense has no data up to the window's need while the other stream has run more than
+      ``modality_timeout_s`` past the window's end (a camera stalled or unplugged, a microphone gone);
+    - *gone*: a timestep without a fresh frame although later frames exist (the camera paused inside
+      the window), audio no longer held, or an audio hole the gap policy rejects (see below);
+    - the window waited ``max_buffer_s`` (see below).
+
+    A window that lacks both senses is dropped and counted (``missing_audio`` / ``missing_visual`` /
+    ``audio_gap``). A windower built for one sense (``modalities=('audio',)``, an audio-only model)
+    never waits for, nor flags, the other: its windows slide over that sense alone.
 
 Waiting and bounds
     ``max_buffer_s`` is how much history each stream keeps, measured back from the newest stamp of either
-    stream. It is also how long a window waits for the slower modality: a window starting before
-    ``newest - max_buffer_s`` is given up. Memory is therefore bounded by ``max_buffer_s`` of audio at the
+    stream. It is also the longest a window waits for the slower modality: a sense that has not covered
+    a window starting before ``newest - max_buffer_s`` is given up for it. Memory is therefore bounded by ``max_buffer_s`` of audio at the
     stream's rate (capped at :data:`MAX_SAMPLE_RATE`), and by the frames that can still be the chosen
     frame of some step centre (frames superseded for every centre are dropped on arrival; a hard cap of
     ``max_buffer_s * MAX_FRAME_RATE_HZ`` frames guards against absurd stamp patterns).
@@ -28,8 +42,9 @@ Audio stream
     appended as is (stamp jitter is ignored). A later stamp leaves a *gap*, filled with zeros and
     remembered as a hole; a late chunk that lands in a hole repairs it (``audio_reordered``); one that
     overlaps data already held is trimmed (``audio_overlap``) or dropped (``audio_duplicate``).
-    Windows touching a hole are flagged ``audio_gap`` and, by ``gap_policy``, zero-filled (if at most
-    ``max_gap_s`` is missing) or dropped. Audio is stored at the stream's own rate and resampled to
+    A window touching a hole is, by ``gap_policy``, zero-filled and flagged ``audio_gap`` (if at most
+    ``max_gap_s`` is missing) or treated as lacking audio (classified from the camera, or dropped).
+    Audio is stored at the stream's own rate and resampled to
     ``cfg.sample_rate`` with the shared :func:`~av_snn_ros.preprocessing.resample` when a window is cut
     (resampling whole windows avoids the filter edge effects of resampling 20 ms chunks one by one).
     A sample-rate change converts the held audio to the new rate and flags the windows spanning the
@@ -39,8 +54,8 @@ Clock jumps
     A stamp more than ``max_buffer_s`` after or more than one window length before a stream's newest data
     is a clock jump (bag loop, simulation reset, clock step, long outage): that stream's buffer is cleared,
     the other stream's buffer is kept only if its newest data is within a window length of the new time,
-    and the window grid restarts (an outage of one stream keeps the grid, so its windows count as
-    missing). Nothing here raises on bad timing; every anomaly increments a counter in
+    and the window grid restarts (an outage of one stream keeps the grid, so the windows it missed are
+    classified from the other stream). Nothing here raises on bad timing; every anomaly increments a counter in
     :attr:`AudioVisualWindower.counters`.
 """
 from __future__ import annotations
@@ -69,6 +84,16 @@ GAP_POLICIES = ('zero_fill', 'drop')
 # Window flags (also published in Classification.flags).
 FLAG_AUDIO_GAP = 'audio_gap'
 FLAG_RATE_CHANGE = 'rate_change'
+FLAG_MISSING_AUDIO = 'missing_audio'
+FLAG_MISSING_IMAGE = 'missing_image'
+
+#: the senses a windower can cut (names as in a model card's ``modalities``)
+AUDIO, VISUAL = 'audio', 'visual'
+BOTH = (AUDIO, VISUAL)
+
+# per-window state of one sense while pop_ready decides
+# (_GAP: held, but the gap policy rejects its holes; _OFF: a sense the windower does not use)
+_READY, _WAIT, _GONE, _GAP, _OFF = 'ready', 'wait', 'gone', 'gap', 'off'
 
 
 @dataclass(frozen=True)
@@ -81,8 +106,9 @@ class WindowParams:
     max_gap_s: float = 0.1           # most missing audio a zero-filled window may have
     gap_tolerance_s: float = 0.01    # chunk stamp jitter treated as continuous audio
     max_buffer_s: float = 3.0        # history kept per stream = longest wait for the slower modality
+    modality_timeout_s: float = 1.5  # a sense this far behind the other is stalled: classify without it
 
-    def validate(self, cfg: PreprocessConfig) -> None:
+    def validate(self, cfg: PreprocessConfig, modalities: tuple[str, ...] = BOTH) -> None:
         """Raise ``ValueError`` naming the offending setting if these params cannot work with ``cfg``."""
         if not (self.hop_s > 0 and math.isfinite(self.hop_s)):
             raise ValueError(f'window.hop_s must be > 0, got {self.hop_s}')
@@ -102,18 +128,29 @@ class WindowParams:
                              f'({min_buffer:g} s), got {self.max_buffer_s}')
         if self.gap_tolerance_s >= self.max_buffer_s:
             raise ValueError('window.gap_tolerance_s must be smaller than window.max_buffer_s')
+        if not (self.modality_timeout_s > 0 and math.isfinite(self.modality_timeout_s)):
+            raise ValueError(f'window.modality_timeout_s must be > 0, got {self.modality_timeout_s}')
+        # a stalled sense must be given up while the window's other sense is still buffered (a window
+        # expires max_buffer_s after its start); one step of margin for message spacing
+        longest = self.max_buffer_s - cfg.window_s - cfg.step_s
+        if set(BOTH) <= set(modalities) and self.modality_timeout_s > longest:
+            raise ValueError(f'window.modality_timeout_s must be <= window.max_buffer_s - window length - one '
+                             f'timestep ({longest:g} s), got {self.modality_timeout_s}: lower it or raise '
+                             f'window.max_buffer_s')
 
 
 @dataclass
 class Window:
     """One synchronised window: ``audio`` is exactly ``cfg.window_samples`` float32 samples at
     ``cfg.sample_rate`` covering ``[start_ns, end_ns)``; ``frames`` holds one uint8 frame per timestep
-    (the same array object repeats when one frame serves several steps)."""
+    (the same array object repeats when one frame serves several steps). A sense the window lacks
+    (stalled, or not used by the model) is None: :func:`~av_snn_ros.preprocessing.preprocess_window`
+    feeds the model's missing-sense input for it."""
 
     start_ns: int
     end_ns: int
-    audio: np.ndarray
-    frames: list[np.ndarray]
+    audio: np.ndarray | None
+    frames: list[np.ndarray] | None
     flags: set[str] = field(default_factory=set)
 
 
@@ -233,13 +270,21 @@ class AudioVisualWindower:
                  max_frame_age_s: float = WindowParams.max_frame_age_s,
                  gap_policy: str = WindowParams.gap_policy,
                  max_gap_s: float = WindowParams.max_gap_s,
-                 gap_tolerance_s: float = WindowParams.gap_tolerance_s) -> None:
+                 gap_tolerance_s: float = WindowParams.gap_tolerance_s,
+                 modality_timeout_s: float = WindowParams.modality_timeout_s,
+                 modalities: tuple[str, ...] = BOTH) -> None:
+        modalities = tuple(modalities)
+        if not modalities or not set(modalities) <= set(BOTH):
+            raise ValueError(f'modalities must be a non-empty subset of {BOTH}, got {modalities}')
         params = WindowParams(hop_s=hop_s, max_frame_age_s=max_frame_age_s, gap_policy=gap_policy,
                               max_gap_s=max_gap_s, gap_tolerance_s=gap_tolerance_s,
-                              max_buffer_s=max_buffer_s)
-        params.validate(cfg)
+                              max_buffer_s=max_buffer_s, modality_timeout_s=modality_timeout_s)
+        params.validate(cfg, modalities)
         self.cfg = cfg
         self.params = params
+        self.uses_audio = AUDIO in modalities
+        self.uses_visual = VISUAL in modalities
+        self.modality_timeout_ns = _s_to_ns(modality_timeout_s)
         self.window_ns = _s_to_ns(cfg.window_s)
         self.hop_ns = _s_to_ns(hop_s)
         self.max_buffer_ns = _s_to_ns(max_buffer_s)
@@ -257,10 +302,12 @@ class AudioVisualWindower:
         self._cursor: int | None = None
 
     @classmethod
-    def from_params(cls, cfg: PreprocessConfig, params: WindowParams) -> 'AudioVisualWindower':
+    def from_params(cls, cfg: PreprocessConfig, params: WindowParams,
+                    modalities: tuple[str, ...] = BOTH) -> 'AudioVisualWindower':
         return cls(cfg, hop_s=params.hop_s, max_buffer_s=params.max_buffer_s,
                    max_frame_age_s=params.max_frame_age_s, gap_policy=params.gap_policy,
-                   max_gap_s=params.max_gap_s, gap_tolerance_s=params.gap_tolerance_s)
+                   max_gap_s=params.max_gap_s, gap_tolerance_s=params.gap_tolerance_s,
+                   modality_timeout_s=params.modality_timeout_s, modalities=modalities)
 
     # ------------------------------------------------------------------------------------------ state
 
@@ -342,6 +389,9 @@ class AudioVisualWindower:
         stamp_ns = int(stamp_ns)
         if len(samples) == 0:
             return
+        if not self.uses_audio:
+            self.counters['audio_unused'] += 1     # the model takes no audio
+            return
         self.counters['audio_chunks'] += 1
         buf = self._audio
         if buf is not None:
@@ -404,6 +454,9 @@ class AudioVisualWindower:
                 frame.ndim == 3 and frame.shape[2] not in (1, 3)):
             raise ValueError(f'frame must be uint8 HxW or HxWx{{1,3}}, got {frame.dtype} {frame.shape}')
         stamp_ns = int(stamp_ns)
+        if not self.uses_visual:
+            self.counters['frame_unused'] += 1     # the model takes no images (audio-only card)
+            return
         self.counters['frames'] += 1
         newest = self._newest_frame_ns
         if newest is not None and self._is_jump(stamp_ns, newest):
@@ -472,11 +525,20 @@ class AudioVisualWindower:
         return int(math.ceil(_RESAMPLE_CONTEXT_FACTOR * half_taps / up)) + 1
 
     def _init_cursor(self) -> bool:
-        if self._audio is None or not self._frame_stamps:
+        """Start the grid once every used sense has data, or once one has run ``window + modality_timeout``
+        alone (the other is stalled from the start)."""
+        spans = []                                   # (oldest usable window start, newest stamp) per sense
+        if self.uses_audio and self._audio is not None:
+            spans.append((self._audio.time_of(self._audio.base), self.newest_audio_ns))
+        if self.uses_visual and self._frame_stamps:
+            spans.append((self._frame_stamps[0] - self.centres_ns[0], self._newest_frame_ns))
+        if not spans:
             return False
-        earliest = max(self._audio.time_of(self._audio.base),
-                       self._frame_stamps[0] - self.centres_ns[0],
-                       self._newest_any() - self.max_buffer_ns)
+        if len(spans) < self.uses_audio + self.uses_visual:
+            oldest, newest = spans[0]
+            if newest - oldest <= self.window_ns + self.modality_timeout_ns:
+                return False                         # the other sense may still be starting
+        earliest = max(max(oldest for oldest, _ in spans), self._newest_any() - self.max_buffer_ns)
         self._cursor = -((-earliest) // self.hop_ns) * self.hop_ns     # ceil to the hop grid
         return True
 
@@ -486,13 +548,29 @@ class AudioVisualWindower:
             return buf.index_of(start) + self.cfg.window_samples
         return buf.index_of(end) + self._context(buf.rate)
 
+    def _hole_samples(self, buf: _AudioBuffer, start: int, end: int) -> int:
+        """Samples of ``[start, end)`` that never arrived (zero-filled), counted at ``cfg.sample_rate``."""
+        holes = buf.hole_samples(buf.index_of(start), buf.index_of(end))
+        if buf.rate != self.cfg.sample_rate:
+            holes = int(round(holes * self.cfg.sample_rate / buf.rate))
+        return holes
+
     def _audio_state(self, start: int, end: int) -> str:
+        """``ready``; ``wait`` while more audio may come; ``gone`` when no longer held or when its holes
+        are rejected by the gap policy (counted ``audio_gap`` if the window is dropped)."""
+        if not self.uses_audio:
+            return _OFF
         buf = self._audio
         if buf is None:
-            return 'wait'
+            return _WAIT
         if buf.index_of(start) < buf.base:
-            return 'lost'
-        return 'ready' if buf.end >= self._audio_stop(buf, start, end) else 'wait'
+            return _GONE
+        if buf.end < self._audio_stop(buf, start, end):
+            return _WAIT
+        holes = self._hole_samples(buf, start, end)
+        if holes and (self.params.gap_policy == 'drop' or holes > self.max_gap_samples):
+            return _GAP
+        return _READY
 
     def _visual_frames(self, start: int) -> list[np.ndarray] | None | str:
         """Frames per step, ``'wait'`` while later frames may still arrive, ``None`` if stale/missing."""
@@ -513,7 +591,7 @@ class AudioVisualWindower:
         buf = self._audio
         n_out = self.cfg.window_samples
         i0, i1 = buf.index_of(start), buf.index_of(end)
-        holes = buf.hole_samples(i0, i1)
+        holes = self._hole_samples(buf, start, end)
         marked = buf.has_mark(i0, i1)
         if buf.rate == self.cfg.sample_rate:
             return buf.view(i0, i0 + n_out).copy(), holes, marked
@@ -525,53 +603,62 @@ class AudioVisualWindower:
         audio = out[offset:offset + n_out]
         if len(audio) < n_out:
             audio = np.pad(audio, (0, n_out - len(audio)))
-        holes = int(round(holes * self.cfg.sample_rate / buf.rate))
         return audio.astype(np.float32, copy=True), holes, marked
 
+    def _stalled(self, other_newest_ns: int | None, end: int) -> bool:
+        """Whether the other sense ran ``modality_timeout_s`` past the window's end (this one is stalled)."""
+        return other_newest_ns is not None and other_newest_ns > end + self.modality_timeout_ns
+
     def pop_ready(self) -> list[Window]:
-        """Every window that is complete now, oldest first; incomplete windows that can no longer
-        complete are counted and skipped."""
+        """Every window that can be decided now, oldest first: complete ones, ones classified from one
+        sense (the other stalled or gone), and ones lacking both senses (counted and skipped)."""
         ready: list[Window] = []
         if self._cursor is None and not self._init_cursor():
             return ready
+        both = self.uses_audio and self.uses_visual
         while True:
             start = self._cursor
             end = start + self.window_ns
-            horizon = self._newest_any() - self.max_buffer_ns
-            audio_state = self._audio_state(start, end)
-            visual = self._visual_frames(start)
-            expired = start < horizon
-            audio_lost = audio_state == 'lost' or (audio_state == 'wait' and expired)
-            visual_lost = visual is None or (isinstance(visual, str) and expired)
-            if audio_lost or visual_lost:
-                self.counters['windows_dropped'] += 1
-                if audio_lost:
-                    self.counters['missing_audio'] += 1
-                if visual_lost:
-                    self.counters['missing_visual'] += 1
-            elif audio_state == 'ready' and not isinstance(visual, str):
-                window = self._make_window(start, end, visual)
-                if window is not None:
-                    ready.append(window)
-            else:
+            expired = start < self._newest_any() - self.max_buffer_ns
+            audio = self._audio_state(start, end)
+            if audio == _WAIT and (expired or (both and self._stalled(self._newest_frame_ns, end))):
+                audio = _GONE
+            frames = self._visual_frames(start) if self.uses_visual else _OFF
+            visual = _READY if isinstance(frames, list) else _GONE if frames is None else frames
+            if visual == _WAIT and (expired or (both and self._stalled(self.newest_audio_ns, end))):
+                visual = _GONE
+            if _WAIT in (audio, visual):
                 break                                  # wait for more data
+            audio_ok, visual_ok = audio in (_READY, _OFF), visual in (_READY, _OFF)
+            if (audio_ok or visual_ok) and _READY in (audio, visual):
+                ready.append(self._make_window(start, end, audio == _READY, frames if visual == _READY else None))
+            else:
+                self.counters['windows_dropped'] += 1
+                for state, key in ((audio, 'missing_audio'), (visual, 'missing_visual')):
+                    if state == _GONE:
+                        self.counters[key] += 1
+                if audio == _GAP:
+                    self.counters['audio_gap'] += 1
             self._cursor = start + self.hop_ns
             self._trim()
         return ready
 
-    def _make_window(self, start: int, end: int, frames: list[np.ndarray]) -> Window | None:
-        audio, missing, marked = self._cut_audio(start, end)
+    def _make_window(self, start: int, end: int, with_audio: bool, frames: list[np.ndarray] | None) -> Window:
+        """The window ``[start, end)``; a used sense that is not given is flagged missing."""
         flags: set[str] = set()
-        if missing:
-            if self.params.gap_policy == 'drop' or missing > self.max_gap_samples:
-                self.counters['windows_dropped'] += 1
-                self.counters['audio_gap'] += 1
-                return None
-            flags.add(FLAG_AUDIO_GAP)
-        if marked:
-            flags.add(FLAG_RATE_CHANGE)
+        audio = None
+        if with_audio:
+            audio, missing, marked = self._cut_audio(start, end)
+            if missing:
+                flags.add(FLAG_AUDIO_GAP)
+            if marked:
+                flags.add(FLAG_RATE_CHANGE)
+        elif self.uses_audio:
+            flags.add(FLAG_MISSING_AUDIO)
+        if frames is None and self.uses_visual:
+            flags.add(FLAG_MISSING_IMAGE)
         self.counters['windows_formed'] += 1
         for flag in flags:
             self.counters[f'windows_flagged_{flag}'] += 1
-        return Window(start_ns=start, end_ns=end, audio=audio, frames=list(frames), flags=flags)
-
+        return Window(start_ns=start, end_ns=end, audio=audio, frames=None if frames is None else list(frames),
+                      flags=flags)

@@ -59,6 +59,53 @@ def fresh_card(tmp_path_factory) -> Path:
     return card
 
 
+AUDIO_ONLY_MODEL = 'audio_tiny'
+
+
+def card_variant(card_path: Path, folder: Path, **keys) -> Path:
+    """A copy of the card at ``card_path`` (its files copied into ``folder``) with ``keys`` set or, given
+    as None, removed in card.yaml: the perception-contract keys (``modalities``, ``no_event_label``, ...)
+    and relabelled ``labels`` without retraining. The artefacts are unchanged, so their hashes still hold."""
+    import shutil
+
+    import yaml
+    card_path = Path(card_path)
+    src = card_path.parent if card_path.is_file() else card_path
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in src.iterdir():
+        if f.is_file() and f.name != 'card.yaml':
+            shutil.copy2(f, folder / f.name)
+    data = yaml.safe_load((src / 'card.yaml').read_text())
+    for key, value in keys.items():
+        if value is None:
+            data.pop(key, None)
+        else:
+            data[key] = value
+    out = folder / 'card.yaml'
+    out.write_text(yaml.safe_dump(data, sort_keys=False))
+    return out
+
+
+def audio_only_card(tmp_path_factory) -> Path:
+    """An untrained audio-only card (``audio_tiny``: weights + ONNX, BatchNorm calibrated on real windows,
+    ``modalities: [audio]``), written once per test session."""
+    folder = tmp_path_factory.getbasetemp() / f'{AUDIO_ONLY_MODEL}_card'
+    card = folder / 'card.yaml'
+    if not card.is_file():
+        import torch
+
+        from av_snn_ros.export import preprocess_config_for, write_model_card
+        from av_snn_ros.models.registry import create_model
+        torch.manual_seed(0)
+        model = create_model(AUDIO_ONLY_MODEL, num_classes=len(LABELS))
+        pre = preprocess_config_for(model)
+        written = write_model_card(AUDIO_ONLY_MODEL, folder / 'plain', LABELS, pre,
+                                   state_dict=_bn_calibrated(model, pre))
+        card_variant(written, folder, modalities=['audio'])
+    return card
+
+
 def _bn_calibrated(model, cfg: PreprocessConfig, windows: int = 10) -> dict:
     """Fresh weights with BatchNorm statistics measured on real training windows (the model zoo's
     ``calibrate_batchnorm``): untrained statistics leave every LIF layer silent, so all outputs would
@@ -210,14 +257,16 @@ class Probe:
                 raise AssertionError(f'timed out after {timeout} s waiting for {what}')
 
     def wait_for_subscribers(self, timeout: float = DEFAULT_TIMEOUT_S, compressed: bool = False,
-                             present: bool = True) -> None:
-        """Wait until the classifier's image and audio subscriptions exist (or, ``present=False``, are gone)."""
+                             present: bool = True, image: bool = True) -> None:
+        """Wait until the classifier's image and audio subscriptions exist (or, ``present=False``, are gone).
+        ``image=False``: the audio subscription only (an audio-only card subscribes to no image topic)."""
         import time
         image_pub = self.compressed_pub if compressed else self.image_pub
         deadline = time.monotonic() + timeout
 
         def done() -> bool:
-            counts = (image_pub.get_subscription_count(), self.audio_pub.get_subscription_count())
+            counts = ((image_pub.get_subscription_count(),) if image else ()) + \
+                (self.audio_pub.get_subscription_count(),)
             if not present:
                 return not any(counts)
             # also wait for the classifier's output to be discovered: a volatile message published

@@ -8,7 +8,9 @@ the microphone switches from 16 kHz to 8 kHz in the middle of a segment. Checked
 - clean segments are published unflagged with exactly the offline prediction (duplicates elsewhere and
   the recovery after each fault leave them untouched);
 - faulty segments that lost audio are published flagged ``audio_gap`` (zero-filled, within max_gap_s);
-- stalled segments are not published and are counted (``dropped_missing_visual``), and publishing resumes;
+- stalled segments are published from audio alone (flag ``missing_image``, no visual head, the audio head
+  still reported), nothing is dropped for the stall, /diagnostics WARNs naming the image stream, and
+  publishing with the camera resumes;
 - the window spanning the rate change is flagged ``rate_change``; windows after it are published.
 """
 from __future__ import annotations
@@ -22,10 +24,11 @@ import numpy as np
 import pytest
 from rclpy.lifecycle import TransitionCallbackReturn
 
+from av_snn_ros.decision import FLAG_CONFLICT
 from av_snn_ros.model_card import ModelCard
 from av_snn_ros.preprocessing import resample
 from av_snn_ros.ros.conversions import array_to_audio, array_to_image, stamp_to_ns
-from av_snn_ros.windowing import FLAG_AUDIO_GAP, FLAG_RATE_CHANGE
+from av_snn_ros.windowing import FLAG_AUDIO_GAP, FLAG_MISSING_IMAGE, FLAG_RATE_CHANGE
 from runtime_helpers import NS_PER_S, Probe, Spinner, make_card, offline_scores, recording, robot_stream
 
 SEED = 7
@@ -40,7 +43,8 @@ CHUNK_S = 0.02
 DEPTH = 5000                          # deeper than the whole replay: reliable transport loses nothing
 NODE_PARAMS = {'window.hop_s': 1.0, 'window.max_gap_s': 0.5, 'qos.sensor.reliability': 'reliable',
                'qos.sensor.depth': DEPTH, 'inference.queue_size': 100, 'diagnostic_updater.period': 0.2,
-               'backend.name': 'torch', 'backend.threads': 1, 'window.max_buffer_s': 30.0}
+               'backend.name': 'torch', 'backend.threads': 1, 'window.max_buffer_s': 30.0,
+               'window.modality_timeout_s': 20.0}
 TIMEOUT_S = 120.0
 POLL_S = 0.05
 
@@ -187,7 +191,9 @@ def test_faults_are_flagged_and_the_node_keeps_publishing(ros_context, card_path
         msg = got.get(rec.segment_start(i))
         flags = set(msg.flags) if msg is not None else None
         if i in STALLED:
-            assert msg is None, f'segment {i}: published without camera frames'
+            assert msg is not None and flags == {FLAG_MISSING_IMAGE}, f'stalled segment {i}: {flags}'
+            assert (msg.visual_class_id, msg.visual_confidence) == (-1, 0.0)
+            assert msg.audio_class_id >= 0
         elif i in faults.dropped_audio_segments:
             assert msg is not None and FLAG_AUDIO_GAP in flags, f'segment {i} lost audio: flags {flags}'
         elif i == rate_segment:
@@ -196,10 +202,15 @@ def test_faults_are_flagged_and_the_node_keeps_publishing(ros_context, card_path
             assert msg is not None and FLAG_RATE_CHANGE not in flags, f'segment {i}: {flags}'
         elif i not in FAULTY:
             assert msg is not None, f'clean segment {i} was not published'
-            assert flags == set(), f'clean segment {i} flagged {flags}'
+            # conflict: the heads' own disagreement, checked exactly in test_ros_classifier
+            assert flags - {FLAG_CONFLICT} == set(), f'clean segment {i} flagged {flags}'
             assert msg.class_id == expected[i], f'clean segment {i}: node {msg.class_id}, offline {expected[i]}'
     assert published >= set(range(STALLED[-1] + 1, SEGMENTS)), 'publishing did not resume after the stall'
-    assert int(diag['dropped_missing_visual']) >= len(STALLED)
+    assert diag['dropped_missing_visual'] == '0'
+    assert int(diag['input.windows_flagged_missing_image']) == len(STALLED)
+    with probe.cond:
+        warnings = [d['_message'] for d in probe.diagnostics if d['_level'] == b'\x01']
+    assert any('without image' in w for w in warnings), warnings
     assert int(diag['input.audio_duplicate']) + int(diag.get('input.audio_overlap', 0)) > 0
     assert int(diag['input.frame_duplicate']) > 0
     assert int(diag['input.audio_reordered']) > 0
@@ -207,3 +218,36 @@ def test_faults_are_flagged_and_the_node_keeps_publishing(ros_context, card_path
     assert diag['messages_dropped'] == '0'               # faults are not malformed messages
     assert int(diag['input.windows_flagged_audio_gap']) >= len(faults.dropped_audio_segments)
     assert int(diag['input.windows_flagged_rate_change']) >= 1
+
+
+def test_unplugged_camera_keeps_the_node_classifying_from_audio(ros_context, card_path, data_root):
+    """The camera sends one segment and is then gone for good while audio runs on: the node keeps
+    publishing, each window once audio has run ``window.modality_timeout_s`` past its end, flagged
+    ``missing_image`` without a visual head, and /diagnostics WARNs naming the image stream."""
+    card = ModelCard.load(card_path)
+    segments, timeout_s = 5, 1.0
+    rec = recording(card.preprocessing, data_root, segments)
+    events = [e for e in robot_stream(rec, card.preprocessing, fps=FPS, chunk_s=CHUNK_S)
+              if e[1] == 'audio' or e[0] < rec.segment_start(1)]
+    params = {**NODE_PARAMS, 'window.modality_timeout_s': timeout_s}
+    node, probe = isolated_classifier(ros_context, card_path, params)
+    # audio ends at segment 5's start: window s is given up on video once 5 > s + 1 + timeout
+    decided = [i for i in range(segments) if rec.segment_start(i) + rec.window_ns + int(timeout_s * NS_PER_S)
+               < rec.segment_start(segments)]
+    with Spinner(ros_context, node, probe.node):
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        probe.wait_for_subscribers()
+        probe.publish_events(events)
+        probe.wait_for(lambda p: len(p.classifications) >= len(decided), what=f'{len(decided)} classifications')
+        probe.wait_for(lambda p: any('without image' in d['_message'] and d['_level'] == b'\x01'
+                                     for d in p.diagnostics), what='a WARN naming the image stream')
+    got = {stamp_to_ns(c.window_start): c for c in probe.classifications}
+    assert sorted(got) == [rec.segment_start(i) for i in decided] == [rec.segment_start(i) for i in (0, 1, 2)]
+    for i in decided:
+        m = got[rec.segment_start(i)]
+        if i == 0:
+            assert FLAG_MISSING_IMAGE not in m.flags and m.visual_class_id >= 0
+        else:
+            assert FLAG_MISSING_IMAGE in m.flags, (i, list(m.flags))
+            assert (m.visual_class_id, m.visual_confidence) == (-1, 0.0) and m.audio_class_id >= 0

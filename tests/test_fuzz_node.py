@@ -32,7 +32,8 @@ VALID_SEGMENTS = 3
 DEPTH = 3 * FUZZ_MESSAGES
 NODE_PARAMS = {'window.hop_s': 1.0, 'qos.sensor.reliability': 'reliable', 'qos.sensor.depth': DEPTH,
                'inference.queue_size': 100, 'diagnostic_updater.period': 0.2, 'backend.name': 'torch',
-               'backend.threads': 1, 'window.max_buffer_s': 30.0}
+               'backend.threads': 1, 'window.max_buffer_s': 30.0,
+               'window.modality_timeout_s': 20.0}
 #: valid data lives at [VALID_T0_S, VALID_T0_S + VALID_SEGMENTS); hostile stamps stay far from it
 VALID_T0_S = 5000
 HOSTILE_STAMP_MARGIN_S = 1000

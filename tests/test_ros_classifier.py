@@ -17,7 +17,8 @@ REPLAY = {'window.hop_s': 1.0, 'qos.sensor.reliability': 'reliable', 'qos.sensor
           'backend.threads': 1,
           # the test publishes faster than real time and DDS may deliver one stream well ahead of the
           # other: let windows wait long enough for the slower one (flow-controlled replay needs less)
-          'window.max_buffer_s': 30.0}
+          # (and give a lagging stream as long before the window is classified without it)
+          'window.max_buffer_s': 30.0, 'window.modality_timeout_s': 20.0}
 #: same model, same input, same backend library: scores agree to float32 rounding
 SCORE_ATOL = 1e-5
 
@@ -87,7 +88,10 @@ def test_classifications_equal_offline_evaluation(ros_context, card, card_path, 
         assert abs(got.sum() - 1) < 1e-5
         assert m.confidence == pytest.approx(got.max()) and got.argmax() == m.class_id
         assert m.model_name == f'{card.model}/{card.name}'
-        assert list(m.flags) == []
+        # the only flag a clean window may carry: both heads confident on different classes (contract 5)
+        heads_disagree = (m.audio_class_id != m.visual_class_id and min(m.audio_confidence, m.visual_confidence)
+                          >= card.conflict_threshold and 'visual' in card.modality_heads)
+        assert list(m.flags) == (['conflict'] if heads_disagree else [])
         for head in ('audio', 'visual'):
             k, p = getattr(m, f'{head}_class_id'), getattr(m, f'{head}_confidence')
             if head in card.modality_heads:

@@ -20,7 +20,8 @@ from runtime_helpers import (DEFAULT_TIMEOUT_S, Probe, Spinner, classifier, isol
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = {'window.hop_s': 1.0, 'qos.sensor.reliability': 'reliable', 'qos.sensor.depth': 2000,
-        'inference.queue_size': 100, 'diagnostic_updater.period': 0.2, 'window.max_buffer_s': 30.0}
+        'inference.queue_size': 100, 'diagnostic_updater.period': 0.2, 'window.max_buffer_s': 30.0,
+        'window.modality_timeout_s': 20.0}
 
 
 @pytest.fixture(scope='module')
@@ -143,6 +144,7 @@ def test_av_snn_run_classifier_in_its_own_process(ros_context, card_path, events
            '--params-file', os.path.join(REPO, 'config', 'replay.yaml'),
            '--remap', f'image:={ns}/cam/image', '--remap', f'audio:={ns}/mic/audio', '--namespace', ns,
            '-p', f'model.card:={card_path}', '-p', 'window.hop_s:=1.0', '-p', 'window.max_buffer_s:=30.0',
+           '-p', 'window.modality_timeout_s:=20.0',
            '-p', 'backend.name:=onnxruntime']
     log = open(tmp_path / 'node.log', 'w+')
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)

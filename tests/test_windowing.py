@@ -1,12 +1,13 @@
-"""AudioVisualWindower: grid, exact content, missing modalities, gaps, reordering, clock jumps, rates."""
+"""AudioVisualWindower: grid, exact content, missing modalities (degrade, don't stop), audio-only windows,
+gaps, reordering, clock jumps, rates."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from av_snn_ros.preprocessing import PreprocessConfig, resample
-from av_snn_ros.windowing import (FLAG_AUDIO_GAP, FLAG_RATE_CHANGE, NS_PER_S, AudioVisualWindower,
-                                  WindowParams)
+from av_snn_ros.windowing import (FLAG_AUDIO_GAP, FLAG_MISSING_AUDIO, FLAG_MISSING_IMAGE, FLAG_RATE_CHANGE,
+                                  NS_PER_S, AudioVisualWindower, WindowParams)
 
 CFG = PreprocessConfig()           # 16 kHz, W = 1 s, T = 4
 SR = CFG.sample_rate
@@ -90,32 +91,131 @@ def test_stream_starting_off_grid_starts_at_next_grid_point():
     np.testing.assert_array_equal(first.audio, signal[offset:offset + CFG.window_samples])
 
 
-def test_missing_visual_is_counted_and_not_emitted():
+def _starts(windows) -> list[float]:
+    return [(x.start_ns - T0) / NS_PER_S for x in windows]
+
+
+def _assert_audio_exact(win, signal) -> None:
+    offset = (win.start_ns - T0) * SR // NS_PER_S
+    np.testing.assert_array_equal(win.audio, signal[offset:offset + CFG.window_samples])
+
+
+def test_camera_pause_windows_are_classified_from_audio_and_flagged():
+    """The camera sends nothing for 1 s: the windows without a fresh frame at some step are cut from audio
+    alone (frames None, flag missing_image) instead of being dropped; the others are untouched."""
     signal = _signal(6)
     events = [e for e in _events(signal)
-              if not (e[1] == 'v' and T0 + 2 * NS_PER_S <= e[0] < T0 + 3 * NS_PER_S)]   # camera stalls 1 s
+              if not (e[1] == 'v' and T0 + 2 * NS_PER_S <= e[0] < T0 + 3 * NS_PER_S)]   # camera pauses 1 s
     w = AudioVisualWindower(CFG, hop_s=0.5)
     windows = _run(w, events)
-    starts = [(x.start_ns - T0) / NS_PER_S for x in windows]
+    assert _starts(windows) == [x / 2 for x in range(11)]           # 0.0 .. 5.0: nothing dropped
     # windows with a step centre in [2 + max_age, 3) have no fresh frame
-    assert starts == [0.0, 0.5, 1.0, 3.0, 3.5, 4.0, 4.5, 5.0]
-    assert w.counters['missing_visual'] == 3      # windows at 1.5, 2.0, 2.5
-    assert w.counters['missing_audio'] == 0
+    degraded = {1.5, 2.0, 2.5}
+    for start, win in zip(_starts(windows), windows):
+        _assert_audio_exact(win, signal)
+        if start in degraded:
+            assert win.frames is None and win.flags == {FLAG_MISSING_IMAGE}, start
+        else:
+            assert win.flags == set() and len(win.frames) == CFG.timesteps, start
+    assert w.counters['windows_flagged_missing_image'] == 3
+    assert w.counters['missing_visual'] == w.counters['windows_dropped'] == 0
 
 
-def test_missing_audio_counted_once_video_is_far_ahead():
+@pytest.mark.parametrize('timeout_s', [1.5, 0.5])
+def test_unplugged_camera_windows_follow_audio_after_the_stall_timeout(timeout_s):
+    """The camera stops for good at 2 s: a window is given up on video once audio runs modality_timeout_s
+    past its end, and is then classified from audio; none waits longer than that."""
+    signal = _signal(6)
+    events = [e for e in _events(signal) if not (e[1] == 'v' and e[0] >= T0 + 2 * NS_PER_S)]
+    w = AudioVisualWindower(CFG, hop_s=0.5, modality_timeout_s=timeout_s)
+    windows = _run(w, events)
+    # audio ends at 6 s: a window starting at s is decided once 6 > s + 1 + timeout
+    expected = [x / 2 for x in range(12) if x / 2 + 1 + timeout_s < 6]
+    assert _starts(windows) == expected
+    for start, win in zip(_starts(windows), windows):
+        _assert_audio_exact(win, signal)
+        assert win.flags == (set() if start <= 1.0 else {FLAG_MISSING_IMAGE}), start
+        assert (win.frames is None) == (start > 1.0)
+    assert w.counters['windows_dropped'] == 0
+
+
+def test_camera_absent_from_start_windows_follow_audio():
+    """No frame ever: the grid starts from audio once it ran a window plus the stall timeout alone."""
+    signal = _signal(5)
+    events = [e for e in _events(signal) if e[1] == 'a']
+    w = AudioVisualWindower(CFG, hop_s=0.5)            # modality_timeout_s 1.5
+    windows = _run(w, events)
+    assert _starts(windows) == [0.0, 0.5, 1.0, 1.5, 2.0]
+    for win in windows:
+        _assert_audio_exact(win, signal)
+        assert win.frames is None and win.flags == {FLAG_MISSING_IMAGE}
+
+
+def test_microphone_stall_windows_are_classified_from_video_and_flagged():
+    """The microphone is silent for 4 s (longer than max_buffer_s: its return is a clock jump of the audio
+    stream): the windows it misses are cut from video (audio None, flag missing_audio), none is dropped,
+    and audio windows resume on the same grid."""
     signal = _signal(8)
     events = [e for e in _events(signal)
               if not (e[1] == 'a' and T0 + 2 * NS_PER_S <= e[0] < T0 + 6 * NS_PER_S)]  # mic silent 4 s
     w = AudioVisualWindower(CFG, hop_s=0.5, max_buffer_s=3.0)
     windows = _run(w, events)
-    assert w.counters['missing_audio'] > 0
-    assert w.counters['missing_visual'] == 0
-    starts = {(x.start_ns - T0) / NS_PER_S for x in windows}
-    assert starts.isdisjoint({1.5, 2.0, 3.0, 4.0, 5.0})
-    assert {0.0, 0.5, 1.0} <= starts
-    # every grid window is either emitted or accounted for as missing audio
-    assert w.counters['windows_formed'] + w.counters['windows_dropped'] >= 12
+    assert _starts(windows) == [x / 2 for x in range(15)]           # 0.0 .. 7.0
+    for start, win in zip(_starts(windows), windows):
+        assert [int(f[0, 0]) for f in win.frames] == [i % 256 for i in _expected_frame_ids(win.start_ns)]
+        # a window any part of whose audio is gone (1.5 .. 5.5) is classified without audio
+        if 1.5 <= start <= 5.5:
+            assert win.audio is None and win.flags == {FLAG_MISSING_AUDIO}, start
+        else:
+            _assert_audio_exact(win, signal)
+            assert win.flags == set(), start
+    assert w.counters['windows_flagged_missing_audio'] == 9
+    assert w.counters['clock_jump_audio'] == 1
+    assert w.counters['missing_audio'] == w.counters['windows_dropped'] == 0
+
+
+def test_window_lacking_both_senses_is_dropped_and_counted():
+    """A lost chunk under gap_policy drop and a camera pause in the same windows: nothing to classify."""
+    signal = _signal(4)
+    lost = T0 + 1_500_000_000
+    events = [e for e in _events(signal) if not (e[1] == 'a' and e[0] == lost)
+              and not (e[1] == 'v' and T0 + 1_400_000_000 <= e[0] < T0 + 1_900_000_000)]
+    w = AudioVisualWindower(CFG, hop_s=0.5, gap_policy='drop')
+    windows = _run(w, events)
+    assert _starts(windows) == [0.0, 0.5, 2.0, 2.5, 3.0]
+    assert all(x.flags == set() for x in windows)
+    assert w.counters['windows_dropped'] == w.counters['missing_visual'] == w.counters['audio_gap'] == 2
+
+
+def test_audio_only_windows_slide_over_audio_alone():
+    """A windower for an audio-only model never waits for frames: each window is cut the moment its last
+    audio sample arrives, with frames None and no missing_image flag; frames pushed by mistake are
+    counted and ignored."""
+    signal = _signal(4)
+    w = AudioVisualWindower(CFG, hop_s=0.5, modalities=('audio',))
+    cut_at = {}                                   # window start -> end of the chunk that completed it
+    for stamp, kind, payload in _events(signal):
+        if kind == 'a':
+            w.push_audio(stamp, payload, SR)
+        else:
+            w.push_frame(stamp, _frame(payload))
+        for win in w.pop_ready():
+            cut_at[win.start_ns] = stamp + CHUNK * NS_PER_S // SR
+            _assert_audio_exact(win, signal)
+            assert win.frames is None and win.flags == set()
+    assert sorted(cut_at) == [T0 + k * NS_PER_S // 2 for k in range(7)]
+    assert all(end == start + NS_PER_S for start, end in cut_at.items())
+    assert w.counters['frame_unused'] == 4 * FPS and w.buffered_frames == 0
+
+
+def test_audio_only_windows_content_and_flags():
+    signal = _signal(4)
+    w = AudioVisualWindower(CFG, hop_s=0.5, modalities=('audio',), modality_timeout_s=100.0)  # unused
+    windows = _run(w, [e for e in _events(signal) if e[1] == 'a'])
+    assert _starts(windows) == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0]
+    for win in windows:
+        _assert_audio_exact(win, signal)
+        assert win.frames is None and win.flags == set()
 
 
 def test_gap_is_zero_filled_and_flagged():
@@ -138,21 +238,29 @@ def test_gap_is_zero_filled_and_flagged():
     assert w.counters['windows_flagged_audio_gap'] == 2
 
 
-def test_gap_drop_policy_and_large_gap_drop_windows():
+def test_gap_drop_policy_and_large_gap_classify_from_video():
+    """Audio the gap policy rejects makes the window lack audio: it is classified from video (flag
+    missing_audio) with both senses in use, and dropped (audio_gap) for an audio-only model."""
     signal = _signal(4)
     lost = T0 + 1_500_000_000
-    events = [e for e in _events(signal) if not (e[1] == 'a' and e[0] == lost)]
-    w = AudioVisualWindower(CFG, hop_s=0.5, gap_policy='drop')
-    starts = [(x.start_ns - T0) / NS_PER_S for x in _run(w, events)]
-    assert starts == [0.0, 0.5, 2.0, 2.5, 3.0]
-    assert w.counters['audio_gap'] == 2
-    # zero-fill, but 0.2 s missing > max_gap_s = 0.1 s: dropped too
-    events = [e for e in _events(signal)
-              if not (e[1] == 'a' and lost <= e[0] < lost + 200_000_000)]
-    w = AudioVisualWindower(CFG, hop_s=0.5, max_gap_s=0.1)
-    starts = [(x.start_ns - T0) / NS_PER_S for x in _run(w, events)]
-    assert starts == [0.0, 0.5, 2.0, 2.5, 3.0]
-    assert w.counters['audio_gap'] == 2
+    drop_one = [e for e in _events(signal) if not (e[1] == 'a' and e[0] == lost)]
+    # zero-fill, but 0.2 s missing > max_gap_s = 0.1 s
+    drop_200ms = [e for e in _events(signal) if not (e[1] == 'a' and lost <= e[0] < lost + 200_000_000)]
+    for events, kwargs in ((drop_one, dict(gap_policy='drop')), (drop_200ms, dict(max_gap_s=0.1))):
+        w = AudioVisualWindower(CFG, hop_s=0.5, **kwargs)
+        windows = _run(w, events)
+        assert _starts(windows) == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0]
+        for start, win in zip(_starts(windows), windows):
+            if start in (1.0, 1.5):
+                assert win.audio is None and win.flags == {FLAG_MISSING_AUDIO}, start
+                assert [int(f[0, 0]) for f in win.frames] == [i % 256 for i in _expected_frame_ids(win.start_ns)]
+            else:
+                _assert_audio_exact(win, signal)
+                assert win.flags == set()
+        assert w.counters['audio_gap'] == w.counters['windows_dropped'] == 0
+        w = AudioVisualWindower(CFG, hop_s=0.5, modalities=('audio',), **kwargs)
+        assert _starts(_run(w, events)) == [0.0, 0.5, 2.0, 2.5, 3.0]
+        assert w.counters['audio_gap'] == w.counters['windows_dropped'] == 2
 
 
 def test_out_of_order_chunks_and_frames_are_repaired():
@@ -259,7 +367,7 @@ def test_rate_change_flags_windows_spanning_it():
 
 
 def test_buffers_stay_bounded_without_consumer():
-    """60 s of input with nothing windowable: video stamps lag audio by 10 s, beyond max_buffer_s."""
+    """60 s of input whose video stamps lag audio by 10 s, beyond max_buffer_s."""
     signal = _signal(60)
     w = AudioVisualWindower(CFG, hop_s=0.5, max_buffer_s=3.0)
     peak_audio, peak_frames = 0.0, 0
@@ -276,7 +384,10 @@ def test_buffers_stay_bounded_without_consumer():
         peak_frames = max(peak_frames, w.buffered_frames)
     assert peak_audio <= 3.0 + 0.05
     assert peak_frames <= 3.0 * FPS
-    assert w.counters['windows_formed'] == 0
+    # the camera is hopelessly late (its stamps keep jumping, frames too old on arrival): every window
+    # formed comes from audio alone
+    assert w.counters['frame_late'] > 0
+    assert w.counters['windows_formed'] == w.counters['windows_flagged_missing_image'] > 0
 
 
 def test_superseded_frames_are_not_kept():
@@ -295,11 +406,20 @@ def test_superseded_frames_are_not_kept():
 @pytest.mark.parametrize('bad', [
     dict(hop_s=0.0), dict(max_frame_age_s=-1.0), dict(gap_policy='interpolate'),
     dict(max_gap_s=2.0), dict(max_buffer_s=1.0), dict(gap_tolerance_s=-0.1),
+    dict(modality_timeout_s=0.0), dict(modality_timeout_s=float('nan')),
+    dict(modality_timeout_s=1.8),            # > max_buffer_s 3 - W 1 - step 0.25: the window would expire first
 ])
 def test_bad_params_raise_value_error_naming_the_setting(bad):
     key = next(iter(bad))
     with pytest.raises(ValueError, match=key):
         AudioVisualWindower(CFG, **bad)
+
+
+def test_modality_timeout_bound_only_applies_with_two_senses():
+    AudioVisualWindower(CFG, modality_timeout_s=1.75)
+    AudioVisualWindower(CFG, modality_timeout_s=1.8, modalities=('audio',))
+    with pytest.raises(ValueError, match='modalities'):
+        AudioVisualWindower(CFG, modalities=('smell',))
 
 
 def test_malformed_calls_raise_value_error():

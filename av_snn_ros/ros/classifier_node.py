@@ -34,7 +34,7 @@ from ..model_card import ModelCard, ModelFileError
 from ..prediction import Prediction, Predictor
 from ..runtime_stats import (LOW_RECEIPT_FRACTION, Counters, LatencyTracker, RateMeter, ReceiptMonitor,
                              ThrottledWarnings)
-from ..windowing import AudioVisualWindower, Window
+from ..windowing import FLAG_MISSING_AUDIO, FLAG_MISSING_IMAGE, AudioVisualWindower, Window
 from . import conversions, diagnostic_conventions, params, process, qos
 from .standard_outputs import StandardOutputs
 
@@ -81,6 +81,7 @@ class AvClassifierNode(LifecycleNode):
         self._last_classified = time.monotonic()
         self._last_energy: dict[str, float] | None = None
         self._reported_errors = 0              # inference errors already reported in /diagnostics
+        self._degraded_seen: dict[str, int] = {}   # windows flagged missing_* already reported
 
     # --------------------------------------------------------------------------------------- lifecycle
 
@@ -96,11 +97,11 @@ class AvClassifierNode(LifecycleNode):
                 raise ValueError('invalid parameters:\n  ' + '\n  '.join(self._param_errors))
             settings = params.read_settings(params.node_values(self))
             card = ModelCard.load(settings.model_card)
-            settings.window.validate(card.preprocessing)
+            settings.window.validate(card.preprocessing, card.modalities)
             choice = create_backend(settings.backend.name, card, **settings.backend.options)
             try:
                 self._warm_up(choice, card)
-                windower = AudioVisualWindower.from_params(card.preprocessing, settings.window)
+                windower = AudioVisualWindower.from_params(card.preprocessing, settings.window, card.modalities)
                 outputs = StandardOutputs.plan(card.labels, settings.vision_output, settings.expression_output)
             except Exception:
                 choice.backend.close()
@@ -112,7 +113,7 @@ class AvClassifierNode(LifecycleNode):
             log.error(f'configure failed with an unexpected {type(exc).__name__}: {exc}')
             return TransitionCallbackReturn.FAILURE
         self.settings, self.card, self.choice = settings, card, choice
-        self._predictor = Predictor(choice.backend, card)
+        self._predictor = Predictor(choice.backend, card, settings.accept_threshold)
         self._energy = self._make_energy_meter() if settings.energy_enabled else None
         with self._lock:
             self._windower = windower
@@ -163,7 +164,8 @@ class AvClassifierNode(LifecycleNode):
                                        capacity=settings.queue_size, name='av_classifier_inference',
                                        counters=self.counters)
         self._worker.start()
-        for kind in ('image', 'audio'):
+        # only the senses the model takes: an audio-only card has no camera subscription at all
+        for kind in self._input_streams():
             self._subscribe(kind)
         self._timer = self.create_timer(settings.diagnostics_period_s,
                                         self._guarded('diagnostics', self._on_timer, counts_drop=False))
@@ -468,20 +470,39 @@ class AvClassifierNode(LifecycleNode):
         new_errors, self._reported_errors = errors - self._reported_errors, errors
         if new_errors > 0:
             return _ERROR, f'inference failed for {new_errors} window(s) since the last report (see the log)'
-        image_hz, audio_hz = float(values['rate.image_hz']), float(values['rate.audio_hz'])
-        if image_hz == 0 and audio_hz == 0:
-            return _WARN, 'no input: nothing received on image or audio'
-        if image_hz == 0 or audio_hz == 0:
-            missing = 'image' if image_hz == 0 else 'audio'
-            return _WARN, f'no {missing} input'
-        low = [f'{name} {values[f"receipt.{name}"]}' for name in ('image', 'audio')
+        degraded = self._new_degraded_windows(values)
+        streams = self._input_streams()
+        silent = [name for name in streams if float(values[f'rate.{name}_hz']) == 0]
+        if silent and len(silent) == len(streams):
+            return _WARN, f'no input: nothing received on {" or ".join(streams)}'
+        problems = [f'no {name} input' for name in silent] + ([degraded] if degraded else [])
+        low = [f'{name} {values[f"receipt.{name}"]}' for name in streams
                if float(values.get(f'receipt.{name}', 1.0)) < LOW_RECEIPT_FRACTION]
         if low:
-            return _WARN, (f'receiving only part of what is published ({", ".join(low)}): use '
-                           'qos.sensor.reliability auto or reliable, or compressed images')
+            problems.append(f'receiving only part of what is published ({", ".join(low)}): use '
+                            'qos.sensor.reliability auto or reliable, or compressed images')
+        if problems:
+            return _WARN, '; '.join(problems)
         if time.monotonic() - self._last_classified > STALL_WARN_S:
             return _WARN, 'inputs arrive but no window was classified recently (see dropped_* counters)'
         return _OK, f'classifying ({values["rate.classification_hz"]} windows/s, backend {values.get("backend")})'
+
+    def _input_streams(self) -> list[str]:
+        """Rate names of the streams the card's model takes (``image``, ``audio``)."""
+        modalities = self.card.modalities if self.card is not None else ('audio', 'visual')
+        return [name for name, sense in (('image', 'visual'), ('audio', 'audio')) if sense in modalities]
+
+    def _new_degraded_windows(self, values: dict[str, str]) -> str:
+        """WARN text naming the stream windows were classified without since the last report ('' if none)."""
+        seen = self._degraded_seen
+        parts = []
+        for flag, stream in ((FLAG_MISSING_IMAGE, 'image'), (FLAG_MISSING_AUDIO, 'audio')):
+            count = int(values.get(f'input.windows_flagged_{flag}', 0))
+            new, seen[flag] = count - seen.get(flag, 0), count
+            if new > 0:
+                parts.append(f'{new} window(s) classified without {stream} ({stream} stream stalled or stopped, '
+                             f'flag {flag})')
+        return '; '.join(parts)
 
 
 def _msg(name: str):

@@ -4,6 +4,7 @@
     av-snn run --demo                           # microphone + camera + classifier, config/demo.yaml
     av-snn run --remap image:=/camera/image_raw --remap audio:=/mic/audio --namespace robot1
     av-snn run -p model.card:=/path/card.yaml -p backend.name:=onnxruntime
+    av-snn run --card models/emotion --demo     # an audio-only card: microphone only, no camera needed
 
 All nodes spin on one single-threaded executor (`classifier_node.make_executor`). The classifier is configured and activated at start
 (``--no-autostart`` leaves that to a lifecycle manager). Remaps apply to every node, so the drivers and
@@ -31,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--remap', action='append', default=[], metavar='FROM:=TO',
                         help='topic remap for every node, e.g. image:=/camera/image_raw (repeatable)')
     parser.add_argument('--namespace', default='', help='namespace of all nodes')
+    parser.add_argument('--card', type=Path, default=None, metavar='DIR',
+                        help='model card (card.yaml or its folder); same as -p model.card:=DIR. With --demo, '
+                             'a card without the visual modality starts no camera')
     parser.add_argument('-p', '--param', action='append', default=[], metavar='NAME:=VALUE',
                         help='classifier parameter override, e.g. backend.name:=onnxruntime (repeatable)')
     parser.add_argument('--no-autostart', action='store_true',
@@ -55,6 +59,17 @@ def _validate(args: argparse.Namespace) -> Path:
     return path
 
 
+def _uses_camera(card: Path | None) -> bool:
+    """Whether the card given with ``--card`` takes images (no card given: the default model does)."""
+    if card is None:
+        return True
+    from ..model_card import ModelCard, ModelFileError
+    try:
+        return 'visual' in ModelCard.load(card, verify=False).modalities
+    except ModelFileError:
+        return True          # the classifier's configure reports the card's problem
+
+
 def main(args: argparse.Namespace) -> int:
     import rclpy
     from rclpy.logging import get_logger
@@ -75,6 +90,8 @@ def main(args: argparse.Namespace) -> int:
     classifier_args = list(common)
     if not args.no_autostart:
         classifier_args += ['-p', 'autostart:=true']
+    if args.card is not None:
+        classifier_args += ['-p', f'model.card:={args.card}']
     for item in args.param:
         classifier_args += ['-p', item]
 
@@ -88,7 +105,8 @@ def main(args: argparse.Namespace) -> int:
             from .camera_node import CameraNode
             from .microphone_node import MicrophoneNode
             missing = []
-            for cls in (MicrophoneNode, CameraNode):
+            camera = _uses_camera(args.card)
+            for cls in (MicrophoneNode, CameraNode) if camera else (MicrophoneNode,):
                 node = cls(cli_args=common, namespace=args.namespace)
                 drivers.append(node)
                 try:
@@ -96,7 +114,8 @@ def main(args: argparse.Namespace) -> int:
                 except DeviceError as exc:
                     missing.append(str(exc))
             if missing:   # one message naming everything that is missing, not the first failure only
-                raise DeviceError('--demo needs a microphone and a camera:\n  ' + '\n  '.join(missing))
+                needs = 'a microphone and a camera' if camera else 'a microphone'
+                raise DeviceError(f'--demo needs {needs}:\n  ' + '\n  '.join(missing))
         classifier = AvClassifierNode(cli_args=classifier_args, namespace=args.namespace)
         for node in (*drivers, classifier):
             executor.add_node(node)

@@ -19,6 +19,8 @@ from .conversions import DEFAULT_MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE
 from .diagnostic_conventions import DEFAULT_PERIOD_S, PERIOD_PARAM, USE_FQN_PARAM
 
 RELIABILITIES = ('auto', 'best_effort', 'reliable')
+#: ``inference.accept_threshold`` default: negative = use the model card's
+ACCEPT_THRESHOLD_FROM_CARD = -1.0
 
 
 def _default_card() -> str:
@@ -66,16 +68,27 @@ def param_specs() -> tuple[ParamSpec, ...]:
                   'hop_s in sensor time. Window length and timesteps come from the model card.',
                   range=(0.01, 60.0)),
         ParamSpec('window.max_frame_age_s', _W.max_frame_age_s, 'Oldest a camera frame may be at a '
-                  'timestep centre; windows without such frames are dropped (missing_visual).',
-                  range=(0.001, 60.0)),
+                  'timestep centre; a window without such frames is classified from audio alone (flag '
+                  'missing_image).', range=(0.001, 60.0)),
         ParamSpec('window.gap_policy', _W.gap_policy, 'Audio lost inside a window: zero_fill (if at most '
-                  'max_gap_s is missing, flagged audio_gap) or drop the window.', choices=GAP_POLICIES),
-        ParamSpec('window.max_gap_s', _W.max_gap_s, 'Most missing audio a zero-filled window may have.',
+                  'max_gap_s is missing, flagged audio_gap) or drop: the window\'s audio is not used (it is '
+                  'classified from the camera, flagged missing_audio; dropped for an audio-only card).',
+                  choices=GAP_POLICIES),
+        ParamSpec('window.max_gap_s', _W.max_gap_s, 'Most missing audio a zero-filled window may have '
+                  '(more: treated as under gap_policy drop).',
                   range=(0.0, 60.0)),
         ParamSpec('window.gap_tolerance_s', _W.gap_tolerance_s, 'Audio chunk stamp jitter still treated as '
                   'continuous audio (larger offsets are gaps or overlaps).', range=(0.0, 1.0)),
-        ParamSpec('window.max_buffer_s', _W.max_buffer_s, 'History kept per stream; also how long a window '
-                  'waits for the slower modality before it is dropped.', range=(0.5, 600.0)),
+        ParamSpec('window.max_buffer_s', _W.max_buffer_s, 'History kept per stream; also the longest a window '
+                  'waits for the slower modality.', range=(0.5, 600.0)),
+        ParamSpec('window.modality_timeout_s', _W.modality_timeout_s, 'Stall threshold: a sense whose data is '
+                  'this far behind the other stream (past a window\'s end) is given up for that window, which '
+                  'is classified from the other sense and flagged missing_image / missing_audio. Must be <= '
+                  'max_buffer_s - window length - one timestep for a two-sense card.', range=(0.01, 600.0)),
+        ParamSpec('inference.accept_threshold', ACCEPT_THRESHOLD_FROM_CARD, 'Calibrated probability the top '
+                  'class needs to be reported as an event; below it (or when the top class is the card\'s '
+                  'no-event class) the window is published as label none with flag no_event. Negative: the '
+                  'model card\'s accept_threshold (0 when the card has none).', range=(-1.0, 1.0)),
         ParamSpec('inference.queue_size', 1, 'Windows waiting for inference. 1: newest wins (lowest latency); '
                   'more: oldest dropped when full. Drops count as dropped_busy.', range=(1, 10000)),
         ParamSpec('qos.sensor.reliability', 'auto', 'Reliability of the image and audio subscriptions: '
@@ -121,6 +134,7 @@ class NodeSettings:
     backend: BackendSettings
     window: WindowParams
     queue_size: int
+    accept_threshold: float | None     # None: the model card's
     reliability: str
     depth: int
     compressed: bool
@@ -252,10 +266,13 @@ def read_settings(values: dict[str, Any]) -> NodeSettings:
     window = WindowParams(hop_s=checked['window.hop_s'], max_frame_age_s=checked['window.max_frame_age_s'],
                           gap_policy=checked['window.gap_policy'], max_gap_s=checked['window.max_gap_s'],
                           gap_tolerance_s=checked['window.gap_tolerance_s'],
-                          max_buffer_s=checked['window.max_buffer_s'])
+                          max_buffer_s=checked['window.max_buffer_s'],
+                          modality_timeout_s=checked['window.modality_timeout_s'])
+    accept = checked['inference.accept_threshold']
     return NodeSettings(
         model_card=checked['model.card'], backend=BackendSettings(checked['backend.name'], options),
         window=window, queue_size=checked['inference.queue_size'],
+        accept_threshold=None if accept < 0 else accept,
         reliability=checked['qos.sensor.reliability'], depth=checked['qos.sensor.depth'],
         compressed=checked['input.compressed'], max_image_pixels=checked['input.max_image_pixels'],
         diagnostics_period_s=checked[PERIOD_PARAM],

@@ -639,9 +639,33 @@ class AudioVisualWindower:
                         self.counters[key] += 1
                 if audio == _GAP:
                     self.counters['audio_gap'] += 1
+                self._cursor = self._next_start_with_data(start + self.hop_ns)
+                self._trim()
+                continue
             self._cursor = start + self.hop_ns
             self._trim()
         return ready
+
+    def _next_start_with_data(self, start: int) -> int:
+        """The first grid start from ``start`` on whose window can hold any buffered data.
+
+        Windows before it hold nothing at all (e.g. after one stream's clock jumped years ahead while
+        the grid stayed with the other): stepping through them one hop at a time would take hours, so
+        they are skipped at once and counted as ``windows_skipped_empty``.
+        """
+        earliest = []                                  # earliest window start that can see held data
+        if self.uses_audio and self._audio is not None and self._audio.end > self._audio.base:
+            earliest.append(self._audio.time_of(self._audio.base) - self.window_ns + 1)
+        if self.uses_visual and self._frame_stamps:
+            earliest.append(self._frame_stamps[0] - self.centres_ns[-1])
+        if not earliest:
+            newest = self._newest_any()
+            earliest.append(newest - self.max_buffer_ns if newest is not None else start)
+        first = -((-min(earliest)) // self.hop_ns) * self.hop_ns        # ceil to the hop grid
+        if first <= start:
+            return start
+        self.counters['windows_skipped_empty'] += (first - start) // self.hop_ns
+        return first
 
     def _make_window(self, start: int, end: int, with_audio: bool, frames: list[np.ndarray] | None) -> Window:
         """The window ``[start, end)``; a used sense that is not given is flagged missing."""

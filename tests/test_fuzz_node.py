@@ -286,3 +286,36 @@ def test_fuzzed_node_survives_counts_every_drop_and_still_classifies(ros_context
     got = {stamp_to_ns(c.window_start): c.class_id for c in probe.classifications}
     assert [got[rec.segment_start(i)] for i in range(VALID_SEGMENTS)] == expected
 
+
+
+def test_windower_alone_gets_through_the_fuzz_and_classifies_the_valid_data(data_root) -> None:
+    """The same hostile sequence straight into the windower (no DDS reordering): one stream's clock
+    years ahead of the grid must not make ``pop_ready`` step through every empty window in between
+    (it hung the node for hours before ``windows_skipped_empty``), and the valid data after it still
+    yields its windows."""
+    from av_snn_ros.paths import default_model_card
+    from av_snn_ros.ros import conversions
+    from av_snn_ros.windowing import AudioVisualWindower, WindowParams
+    card = ModelCard.load(default_model_card())
+    w = AudioVisualWindower.from_params(card.preprocessing, WindowParams(
+        hop_s=1.0, max_buffer_s=30.0, modality_timeout_s=20.0), card.modalities)
+    for m in fuzz_messages(SEED, FUZZ_MESSAGES):
+        if m.drop_reason is not None:
+            continue
+        if m.topic == 'image':
+            stamp, frame = conversions.image_to_array(m.msg)
+            w.push_frame(stamp, frame)
+        else:
+            stamp, samples, rate = conversions.audio_to_array(m.msg)
+            w.push_audio(stamp, samples, rate)
+        w.pop_ready()
+    assert w.counters['windows_skipped_empty'] > 10 ** 6
+    rec = recording(card.preprocessing, data_root, VALID_SEGMENTS, t0_s=VALID_T0_S)
+    starts = []
+    for stamp, kind, payload in robot_stream(rec, card.preprocessing, fps=20):
+        if kind == 'audio':
+            w.push_audio(stamp, payload, card.preprocessing.sample_rate)
+        else:
+            w.push_frame(stamp, payload)
+        starts += [win.start_ns for win in w.pop_ready() if not win.flags]
+    assert starts[:VALID_SEGMENTS - 1] == [rec.segment_start(i) for i in range(VALID_SEGMENTS - 1)]

@@ -44,7 +44,7 @@ DEPTH = 5000                          # deeper than the whole replay: reliable t
 NODE_PARAMS = {'window.hop_s': 1.0, 'window.max_gap_s': 0.5, 'qos.sensor.reliability': 'reliable',
                'qos.sensor.depth': DEPTH, 'inference.queue_size': 100, 'diagnostic_updater.period': 0.2,
                'backend.name': 'torch', 'backend.threads': 1, 'window.max_buffer_s': 30.0,
-               'window.modality_timeout_s': 20.0}
+               'window.modality_timeout_s': 20.0, 'diagnostic_updater.use_fqn': True}
 TIMEOUT_S = 120.0
 POLL_S = 0.05
 

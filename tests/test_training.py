@@ -228,10 +228,9 @@ def test_sample_cache_never_freezes_epoch_dependent_noise(data_root, protocol):
     assert cached.speakers == fresh.speakers    # attributes pass through the wrapper
 
 
-def test_eval_cli_defaults_to_the_shipped_model(data_root, tmp_path):
+def test_eval_cli_defaults_to_the_shipped_model(data_root, shipped_card, tmp_path):
     from av_snn_ros.model_card import ModelCard
-    from av_snn_ros.paths import default_model_card
-    card = ModelCard.load(default_model_card())
+    card = ModelCard.load(shipped_card)
     parser = argparse.ArgumentParser()
     cli_eval.add_arguments(parser)
     out = tmp_path / 'default.json'

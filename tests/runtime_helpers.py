@@ -133,19 +133,29 @@ def robot_stream(rec: Recording, cfg: PreprocessConfig, fps: int = 20, chunk_s: 
     return events
 
 
-def offline_scores(card, rec: Recording) -> np.ndarray:
-    """Softmax scores ``(segments, K)`` of the card's torch model on each segment, preprocessed exactly
-    as training and offline evaluation do (one static image repeated over the T steps)."""
+def offline_heads(card, rec: Recording) -> dict[str, np.ndarray]:
+    """Softmax scores ``(segments, K)`` of the card's torch model on each segment for the fused output and
+    each modality head (``'fused'``, ``'audio'``, ``'visual'``), all at the card's ``logit_scale``,
+    preprocessed exactly as training and offline evaluation do (one static image repeated over T)."""
     from av_snn_ros.backends.torch_backend import TorchBackend
     from av_snn_ros.prediction import softmax
     cfg = card.preprocessing
     backend = TorchBackend(card, threads=1, device='cpu')
     n = cfg.window_samples
-    out = []
+    out: dict[str, list] = {'fused': [], 'audio': [], 'visual': []}
     for i, image in enumerate(rec.images):
         a, v = preprocess_window(rec.audio[i * n:(i + 1) * n], [image] * cfg.timesteps, cfg)
-        out.append(softmax(backend.infer(a[:, None], v[:, None]).logits[0] * card.logit_scale))
-    return np.stack(out)
+        result = backend.infer(a[:, None], v[:, None])
+        for key, logits in (('fused', result.logits), ('audio', result.audio_logits),
+                            ('visual', result.visual_logits)):
+            if logits is not None:
+                out[key].append(softmax(logits[0] * card.logit_scale))
+    return {k: np.stack(v) for k, v in out.items() if v}
+
+
+def offline_scores(card, rec: Recording) -> np.ndarray:
+    """Softmax scores ``(segments, K)`` of the card's fused output on each segment (see :func:`offline_heads`)."""
+    return offline_heads(card, rec)['fused']
 
 
 # ------------------------------------------------------------------------------------------- ROS graph

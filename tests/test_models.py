@@ -193,37 +193,47 @@ def test_ce_and_scmrl_losses():
         build_loss('ce')({'logits': logits}, targets[:2])
 
 
-def _hand_alignment(temperature: float) -> float:
-    """The alignment loss of the features in the test below, worked out by hand (see its docstring)."""
-    s = 1.0 / temperature                                   # a similarity of 1 divided by the temperature
-    l1, l2 = math.log(math.exp(s) + 2), math.log(2 * math.exp(s) + 1)
-    audio_to_visual = (2 * (-s / 2 + l1) + (-s + l2)) / 3
-    visual_to_audio = ((-s + l2) + l1 + (-s + l1)) / 3
-    return 0.5 * (audio_to_visual + visual_to_audio)
+# Tiny alignment case: 2-D unit features at these angles (degrees), labels (0, 0, 1). Cosine similarity
+# a_i . v_j = cos(angle_a_i - angle_v_j): rows a0 (1, 0, .866), a1 (.5, .866, .866), a2 (0, 1, .5).
+AUDIO_DEG, VISUAL_DEG, LABELS = (0, 60, 90), (0, 90, 30), (0, 0, 1)
 
 
-def test_alignment_loss_equals_the_hand_computed_value():
-    """Supervised cross-modal contrast on 3 samples, labels (0, 0, 1), features at 0 / 90 degrees.
+def _naive_alignment(temperature: float) -> float:
+    """S-CMRL's alignment loss from its definition, in plain Python: for each anchor of one modality,
+    minus the mean log-softmax (over all similarities / temperature to the other modality) of its
+    same-label partners; averaged over anchors, then over the two directions."""
+    cos = [[math.cos(math.radians(a - v)) for v in VISUAL_DEG] for a in AUDIO_DEG]
+    n = len(LABELS)
 
-    Cosine similarities a_i . v_j: audio (e1, e1, e2) and visual (e1, e2, e2) give rows (1, 0, 0),
-    (1, 0, 0), (0, 1, 1), divided by the temperature (s = 1 / temperature). With L1 = log(e^s + 2),
-    L2 = log(2 e^s + 1), each anchor's loss is minus the mean log-softmax over its same-label partners
-    in the other modality:
-      audio anchors : a0 -> {v0, v1}: -s/2 + L1;  a1 -> {v0, v1}: same;  a2 -> {v2}: -s + L2
-      visual anchors: v0 -> {a0, a1}: -s + L2;    v1 -> {a0, a1}: L1;    v2 -> {a2}: -s + L1
-    The loss is the mean of the two directions. A diagonal-only version (positives = same index)
-    would give a0 -> v0 alone: -s + L1 and a1 -> v1: L1, a different number.
-    """
-    audio = torch.tensor([[2.0, 0.0], [0.5, 0.0], [0.0, 3.0]])        # norms differ: cosine, not dot
-    visual = torch.tensor([[1.0, 0.0], [0.0, 4.0], [0.0, 0.2]])
-    targets = torch.tensor([0, 0, 1])
+    def one_way(sim):
+        total = 0.0
+        for i in range(n):
+            log_z = math.log(sum(math.exp(sim[i][j] / temperature) for j in range(n)))
+            partners = [j for j in range(n) if LABELS[j] == LABELS[i]]
+            total += -sum(sim[i][j] / temperature - log_z for j in partners) / len(partners)
+        return total / n
+    return 0.5 * (one_way(cos) + one_way([list(col) for col in zip(*cos)]))
+
+
+def test_alignment_loss_equals_the_definition_on_a_tiny_case():
+    """Anchors a0 and a1 share label 0, so each has two positives (v0, v1) whose similarities differ
+    (a0: 1 and 0): a loss that takes only the diagonal pairs, or one direction, or dot products of
+    unnormalised features, gives a different number."""
+    def feats(degrees, norms):
+        return torch.tensor([[r * math.cos(math.radians(d)), r * math.sin(math.radians(d))]
+                             for d, r in zip(degrees, norms)])
+    audio, visual = feats(AUDIO_DEG, (2.0, 0.5, 3.0)), feats(VISUAL_DEG, (1.0, 4.0, 0.2))   # norms differ
+    targets = torch.tensor(LABELS)
+    # temperature 1: anchor a0 alone is -(1 + 0)/2 + log(e + 1 + e^.866) = 1.3076; all six anchors give
+    # 1.22057 (checked separately with numpy); diagonal positives only would give 0.99290
+    assert _naive_alignment(1.0) == pytest.approx(1.22057, abs=1e-5)
     for temperature in (1.0, 0.5):
         got = supervised_alignment(audio, visual, targets, temperature=temperature)
-        assert float(got) == pytest.approx(_hand_alignment(temperature), rel=1e-6)
+        assert float(got) == pytest.approx(_naive_alignment(temperature), rel=1e-5)
     # the loss by name uses S-CMRL's temperature, 0.07 (../shared/notes/s-cmrl-architecture.md)
     _, parts = build_loss('scmrl', weight=1.0)({'logits': torch.zeros(3, 2), 'audio_feat': audio,
                                                 'visual_feat': visual}, targets)
-    assert parts['align'] == pytest.approx(_hand_alignment(0.07), rel=1e-5)
+    assert parts['align'] == pytest.approx(_naive_alignment(0.07), rel=1e-5)
 
 
 def test_a_fresh_tiny_model_classifies_a_real_window(data_root):

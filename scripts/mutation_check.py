@@ -143,7 +143,9 @@ def run_tests(root: Path, tests: tuple[str, ...], env: dict[str, str]) -> tuple[
     t0 = time.monotonic()
     proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
     out = proc.stdout + proc.stderr
-    tail = '\n'.join(out.strip().splitlines()[-3:])
+    failed = [line for line in out.splitlines() if line.startswith(('FAILED ', 'ERROR '))]
+    # the test that caught it (pytest -ra's summary line), else the end of the output
+    tail = failed[0] if failed and proc.returncode == 1 else '\n'.join(out.strip().splitlines()[-3:])
     # pytest-timeout's failure: a test too slow on a loaded machine has not caught anything
     return proc.returncode, time.monotonic() - t0, tail, 'Failed: Timeout >' in out
 
@@ -216,8 +218,7 @@ def main(argv: list[str] | None = None) -> int:
             result = verdict(rc, timed_out)
             results.append((m, result))
             print(f'{result:10s} {m.name:32s} {secs:6.0f} s  {m.why}', flush=True)
-            if result != 'caught':
-                print('    ' + tail.replace('\n', '\n    '), flush=True)
+            print('    ' + tail.replace('\n', '\n    ')[:300], flush=True)
         caught = sum(v == 'caught' for _, v in results)
         print(f'\n{caught} of {len(results)} planted bugs caught')
         return 0 if caught == len(results) else 1

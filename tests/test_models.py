@@ -193,9 +193,10 @@ def test_ce_and_scmrl_losses():
         build_loss('ce')({'logits': logits}, targets[:2])
 
 
-# Tiny alignment case: 2-D unit features at these angles (degrees), labels (0, 0, 1). Cosine similarity
-# a_i . v_j = cos(angle_a_i - angle_v_j): rows a0 (1, 0, .866), a1 (.5, .866, .866), a2 (0, 1, .5).
-AUDIO_DEG, VISUAL_DEG, LABELS = (0, 60, 90), (0, 90, 30), (0, 0, 1)
+# Tiny alignment case: 2-D features at these angles (degrees), labels (0, 0, 1). Cosine similarity
+# a_i . v_j = cos(angle_a_i - angle_v_j): rows a0 (.940, 0, .707), a1 (.766, .866, .966),
+# a2 (-.174, .866, .259). Chosen without symmetry: the two directions give different losses.
+AUDIO_DEG, VISUAL_DEG, LABELS = (0, 60, 120), (20, 90, 45), (0, 0, 1)
 
 
 def _naive_alignment(temperature: float) -> float:
@@ -217,16 +218,17 @@ def _naive_alignment(temperature: float) -> float:
 
 def test_alignment_loss_equals_the_definition_on_a_tiny_case():
     """Anchors a0 and a1 share label 0, so each has two positives (v0, v1) whose similarities differ
-    (a0: 1 and 0): a loss that takes only the diagonal pairs, or one direction, or dot products of
+    (a0: .940 and 0): a loss that takes only the diagonal pairs, or one direction, or dot products of
     unnormalised features, gives a different number."""
     def feats(degrees, norms):
         return torch.tensor([[r * math.cos(math.radians(d)), r * math.sin(math.radians(d))]
                              for d, r in zip(degrees, norms)])
     audio, visual = feats(AUDIO_DEG, (2.0, 0.5, 3.0)), feats(VISUAL_DEG, (1.0, 4.0, 0.2))   # norms differ
     targets = torch.tensor(LABELS)
-    # temperature 1: anchor a0 alone is -(1 + 0)/2 + log(e + 1 + e^.866) = 1.3076; all six anchors give
-    # 1.22057 (checked separately with numpy); diagonal positives only would give 0.99290
-    assert _naive_alignment(1.0) == pytest.approx(1.22057, abs=1e-5)
+    # temperature 1: anchor a0 alone is -(.940 + 0)/2 + log(e^.940 + 1 + e^.707) = 1.25065; audio anchors
+    # give 1.21693, visual anchors 1.23428, together 1.22561 (checked separately with numpy); diagonal
+    # positives only would give 1.05233
+    assert _naive_alignment(1.0) == pytest.approx(1.22561, abs=1e-5)
     for temperature in (1.0, 0.5):
         got = supervised_alignment(audio, visual, targets, temperature=temperature)
         assert float(got) == pytest.approx(_naive_alignment(temperature), rel=1e-5)

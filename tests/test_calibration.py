@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 from av_snn_ros.model_card import ModelCard, ModelFileError
-from av_snn_ros.paths import default_model_card
 from av_snn_training.calibration import expected_calibration_error, fit_logit_scale, write_logit_scale
 
 
@@ -23,10 +22,8 @@ def test_fit_recovers_the_scale_that_generated_the_labels():
         fit_logit_scale(logits[:, 0], labels)
 
 
-def test_card_carries_the_scale_and_rejects_a_bad_one(tmp_path):
-    src = default_model_card().parent
-    if not (src / 'card.yaml').is_file():
-        pytest.skip('no shipped default model card')
+def test_card_carries_the_scale_and_rejects_a_bad_one(tmp_path, shipped_card):
+    src = shipped_card.parent
     card_dir = tmp_path / 'card'
     shutil.copytree(src, card_dir)
     write_logit_scale(card_dir / 'card.yaml', 4.5)

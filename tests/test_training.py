@@ -26,6 +26,15 @@ TINY = dict(model='misnet_tiny', model_args={'width': 0.125, 'cells': [1, 1, 0]}
             torch_threads=1, seed=3)
 
 
+# Long enough to learn: 12 steps of 16 samples per epoch, 8 epochs, validation on 64 samples. Measured
+# (seed 0, Xeon 2 cores): val accuracy 0.12 -> 0.59 (best 0.64), val loss 0.205 -> 0.134, test 0.47;
+# ~20 s of training on an idle machine. Chance is 0.1.
+LEARNING = dict(model='misnet_tiny', model_args={'width': 0.125, 'cells': [1, 1, 0]}, dataset='av_digits',
+                epochs=8, batch_size=16, train_num=192, max_eval_batches=4, eval_batch_size=16,
+                optimizer='adamw', lr=5e-3, lr_min=1e-4, torch_threads=2, seed=0, cache_samples=True)
+CHANCE = 0.1
+
+
 def tiny_config(out_dir: Path, **changes) -> TrainConfig:
     return TrainConfig.from_dict({**TINY, 'out_dir': str(out_dir), **changes})
 
@@ -170,6 +179,19 @@ def test_train_writes_metrics_plots_and_a_loadable_card(finished_run):
     assert all(torch.equal(loaded[k], best['model'][k]) for k in loaded)
 
 
+@pytest.mark.slow
+def test_a_short_seeded_run_learns(data_root, tmp_path):
+    """Training must learn, not merely run: validation accuracy far above chance, losses clearly down."""
+    result = train(TrainConfig.from_dict({**LEARNING, 'out_dir': str(tmp_path)}), data_root=data_root)
+    history = result['history']
+    summary = [(h['train_loss'], h['val_loss'], h['val_accuracy']) for h in history]
+    assert history[-1]['val_accuracy'] >= 4 * CHANCE, summary
+    assert result['best']['val_accuracy'] >= 4 * CHANCE, summary
+    assert history[-1]['train_loss'] < 0.8 * history[0]['train_loss'], summary
+    assert history[-1]['val_loss'] < 0.8 * history[0]['val_loss'], summary
+    assert result['test']['accuracy'] >= 3 * CHANCE, result['test']['accuracy']   # held-out speaker
+
+
 def test_eval_cli_on_the_card_reproduces_the_training_test_metrics(finished_run, data_root, tmp_path):
     cfg, result = finished_run
     report_path = tmp_path / 'eval.json'
@@ -228,10 +250,9 @@ def test_sample_cache_never_freezes_epoch_dependent_noise(data_root, protocol):
     assert cached.speakers == fresh.speakers    # attributes pass through the wrapper
 
 
-def test_eval_cli_defaults_to_the_shipped_model(data_root, tmp_path):
+def test_eval_cli_defaults_to_the_shipped_model(data_root, shipped_card, tmp_path):
     from av_snn_ros.model_card import ModelCard
-    from av_snn_ros.paths import default_model_card
-    card = ModelCard.load(default_model_card())
+    card = ModelCard.load(shipped_card)
     parser = argparse.ArgumentParser()
     cli_eval.add_arguments(parser)
     out = tmp_path / 'default.json'

@@ -433,3 +433,62 @@ def test_malformed_calls_raise_value_error():
     with pytest.raises(ValueError, match='uint8'):
         w.push_frame(T0, np.zeros((4, 4), np.float32))
     assert WindowParams().gap_policy in ('zero_fill', 'drop')
+
+
+def _window_with_frames(frame_stamps: list[int], **params) -> tuple[list, AudioVisualWindower]:
+    """Audio for [T0, T0 + 1.5 s), frames (each encoding its index) at ``frame_stamps``; windows emitted."""
+    w = AudioVisualWindower(CFG, hop_s=1.0, **params)
+    for j, stamp in enumerate(frame_stamps):
+        w.push_frame(stamp, _frame(j))
+    signal = _signal(1.5)
+    for i in range(0, len(signal), CHUNK):
+        w.push_audio(T0 + i * NS_PER_S // SR, signal[i:i + CHUNK], SR)
+    return w.pop_ready(), w
+
+
+# Step centres of the window [T0, T0 + 1 s) with W = 1 s, T = 4, written out by hand: (k + 0.5) / 4 s.
+CENTRES_NS = [T0 + 125_000_000, T0 + 375_000_000, T0 + 625_000_000, T0 + 875_000_000]
+
+
+def test_frames_exactly_at_step_centres_are_the_ones_used():
+    """A frame stamped exactly at a step centre is that step's frame (``<=``, not ``<``)."""
+    windows, w = _window_with_frames(CENTRES_NS + [T0 + NS_PER_S])
+    assert [x.start_ns for x in windows] == [T0]
+    assert [int(f[0, 0]) for f in windows[0].frames] == [0, 1, 2, 3]
+    assert w.counters['missing_visual'] == 0
+
+
+@pytest.mark.parametrize('age_s', [0.05, 0.2])
+def test_max_frame_age_is_the_exact_limit(age_s):
+    """The first step's only frame is exactly ``max_frame_age_s`` old at its centre: used; one
+    nanosecond older: the window is dropped as missing visual. (Every other step has a frame at its
+    centre, and a frame after the window lets the windower decide.)"""
+    age_ns = int(round(age_s * NS_PER_S))
+    later = CENTRES_NS[1:] + [T0 + NS_PER_S]
+    windows, w = _window_with_frames([CENTRES_NS[0] - age_ns] + later, max_frame_age_s=age_s)
+    assert [x.start_ns for x in windows] == [T0]
+    assert [int(f[0, 0]) for f in windows[0].frames] == [0, 1, 2, 3]
+    windows, w = _window_with_frames([CENTRES_NS[0] - age_ns - 1] + later, max_frame_age_s=age_s)
+    assert windows == [] and w.counters['missing_visual'] == 1 and w.counters['windows_dropped'] == 1
+
+
+def test_default_max_frame_age_is_200_ms():
+    """docs/runtime.md documents 0.2 s; the default must hold that exact limit, not just a nearby one."""
+    assert WindowParams().max_frame_age_s == 0.2
+    later = CENTRES_NS[1:] + [T0 + NS_PER_S]
+    windows, _ = _window_with_frames([CENTRES_NS[0] - 200_000_000] + later)
+    assert len(windows) == 1
+    windows, w = _window_with_frames([CENTRES_NS[0] - 200_000_001] + later)
+    assert windows == [] and w.counters['missing_visual'] == 1
+
+
+def test_camera_at_40_fps_puts_a_frame_on_every_centre():
+    """At 40 fps frames are 25 ms apart, so every centre (125 ms + k 250 ms) falls on a frame:
+    window start s (in s after T0) uses frames 40 s + 5, + 15, + 25, + 35 (hand computed)."""
+    signal = _signal(3)
+    w = AudioVisualWindower(CFG, hop_s=0.5)
+    windows = _run(w, _events(signal, fps=40))
+    assert [(x.start_ns - T0) / NS_PER_S for x in windows] == [0.0, 0.5, 1.0, 1.5, 2.0]
+    for win in windows:
+        first = 40 * (win.start_ns - T0) // NS_PER_S + 5
+        assert [int(f[0, 0]) for f in win.frames] == [first, first + 10, first + 20, first + 30]

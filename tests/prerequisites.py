@@ -7,7 +7,7 @@ Users without the data opt out explicitly with ``AV_SNN_ALLOW_MISSING_DATA=1``: 
 the missing part are then skipped (with the reason), and the run says so.
 
 Used by ``tests/conftest.py`` (session check, ``data_root`` fixture), ``tests/runtime_helpers.py``
-(``make_card``) and ``.ci/run`` (``python tests/prerequisites.py`` prints the status, exit 1 on a problem).
+(``make_card``); ``python tests/prerequisites.py`` prints the status by itself (exit 1 on a problem).
 """
 from __future__ import annotations
 

@@ -94,15 +94,25 @@ def test_compressed_images_are_checked_before_the_decoder_sees_them(monkeypatch)
     assert info.value.reason == 'image_size' and calls == []
 
 
-def test_decoder_errors_after_the_header_checks_are_counted_not_raised() -> None:
-    """A PNG with a valid header and end but corrupt pixel data: the decoder fails, we say image_decode."""
+def test_damaged_png_is_a_counted_drop_without_decoder_noise(capfd) -> None:
+    """A PNG with a valid header and end but damaged pixel data: its chunk CRC refuses it before libpng
+    runs (libpng would print an error line to stderr for every such message, unthrottled); a JPEG the
+    decoder cannot read is ``image_decode`` too, never an exception."""
     rgb = np.zeros((16, 16, 3), np.uint8)
     png = bytearray(cv2.imencode('.png', rgb)[1].tobytes())
     start = png.index(b'IDAT') + 4
     png[start:start + 10] = bytes(10)                 # corrupt the zlib stream, keep IHDR and IEND
+    capfd.readouterr()
     with pytest.raises(MessageError) as info:
         compressed_image_to_array(_compressed(bytes(png)))
+    assert info.value.reason == 'image_decode' and 'CRC' in str(info.value)
+    jpg = cv2.imencode('.jpg', rgb)[1].tobytes()
+    sof = jpg.index(b'\xff\xc0')
+    broken = jpg[:sof + 4] + bytes([0]) + jpg[sof + 5:]      # 0-bit precision: libjpeg refuses the frame
+    with pytest.raises(MessageError) as info:
+        compressed_image_to_array(_compressed(broken, fmt='jpeg'))
     assert info.value.reason == 'image_decode'
+    assert 'libpng' not in capfd.readouterr().err
 
 
 # ------------------------------------------------------------------------------------ the node process

@@ -119,12 +119,19 @@ class ModelCard:
     no_event_label: str | None = None
     #: calibrated probability an event needs to be reported (runtime parameter may override)
     accept_threshold: float = 0.0
-    #: temperatures of the per-modality heads (default: ``logit_scale``)
-    audio_logit_scale: float = 1.0
-    visual_logit_scale: float = 1.0
+    #: temperatures of the per-modality heads (None: ``logit_scale``, as in a card without them)
+    audio_logit_scale: float | None = None
+    visual_logit_scale: float | None = None
     #: both heads at least this confident on different events -> the ``conflict`` flag
     conflict_threshold: float = DEFAULT_CONFLICT_THRESHOLD
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # one default for the head temperatures, whether the card comes from YAML or from code
+        if self.audio_logit_scale is None:
+            self.audio_logit_scale = self.logit_scale
+        if self.visual_logit_scale is None:
+            self.visual_logit_scale = self.logit_scale
 
     @property
     def num_classes(self) -> int:

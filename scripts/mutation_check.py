@@ -56,10 +56,8 @@ MUTATIONS: tuple[Mutation, ...] = (
              'j = bisect.bisect_left(self._frame_stamps, centre) - 1',
              ('tests/test_windowing.py',), 'a camera frame exactly at a step centre is not used for it'),
     Mutation('head_confidence_unscaled', 'av_snn_ros/prediction.py',
-             'audio_k, audio_p = _head(result.audio_logits, self.logit_scale)\n'
-             '        visual_k, visual_p = _head(result.visual_logits, self.logit_scale)',
-             'audio_k, audio_p = _head(result.audio_logits, 1.0)\n'
-             '        visual_k, visual_p = _head(result.visual_logits, 1.0)',
+             'return None if logits is None or not used else softmax(logits[0] * scale)',
+             'return None if logits is None or not used else softmax(logits[0])',
              ('tests/test_prediction.py', 'tests/test_fault_injection.py'),
              'per-modality head confidences published without logit_scale'),
     Mutation('energy_sop_0_8', 'av_snn_ros/models/energy.py', 'E_AC_PJ = 0.9 ', 'E_AC_PJ = 0.8 ',

@@ -28,11 +28,11 @@ ROSDEP_KEYS = {
 #: ROS packages (their rosdep key is the package name)
 ROS_PACKAGES = {'rclpy', 'rcl_interfaces', 'builtin_interfaces', 'std_msgs', 'sensor_msgs', 'diagnostic_msgs',
                 'lifecycle_msgs', 'av_snn_msgs', 'launch', 'launch_ros', 'ament_index_python', 'vision_msgs',
-                'audio_common_msgs', 'hri_msgs'}
+                'audio_common_msgs', 'hri_msgs', 'rosgraph_msgs'}
 #: imports with no rosdep key on any distro; package.xml's comment must name each
 NO_KEY = {'spikingjelly', 'onnx', 'tensorrt', 'hri_msgs'}
 #: this repository's own modules
-LOCAL = {'av_snn_ros', 'av_snn_training', 'runtime_helpers', 'ros_tooling'}
+LOCAL = {'av_snn_ros', 'av_snn_training'} | {p.stem for p in Path(__file__).parent.glob('*.py')}
 
 
 def imported_modules(*roots: str) -> dict[str, set[str]]:

@@ -22,7 +22,8 @@ from ..paths import models_dir
 
 CONFIG_SUBDIR = 'configs'
 # Modules whose import registers the built-in families.
-_FAMILY_MODULES = ('av_snn_ros.models.misnet', 'av_snn_ros.models.baselines', 'av_snn_ros.models.scmrl')
+_FAMILY_MODULES = ('av_snn_ros.models.misnet', 'av_snn_ros.models.baselines', 'av_snn_ros.models.scmrl',
+                   'av_snn_ros.models.cnn')
 
 _FAMILIES: dict[str, tuple[type, Callable[[Any], nn.Module]]] = {}
 

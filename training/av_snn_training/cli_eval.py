@@ -23,7 +23,7 @@ import torch
 from .recipe import PROTOCOLS, TrainConfig
 
 # Recipe fields of a model card's training record that decide which samples an evaluation sees.
-DATA_FIELDS = ('dataset', 'dataset_args', 'protocol', 'seed', 'train_speakers', 'test_speakers', 'val_split',
+DATA_FIELDS = ('dataset', 'dataset_args', 'protocol', 'seed', 'train_speakers', 'test_speakers', 'val_split', 'augment',
                'val_fraction')
 
 
@@ -40,7 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--split', choices=('test', 'val', 'train'), default='test',
                         help='data split (default: test = the held-out speakers)')
     parser.add_argument('--speakers', nargs='+', metavar='NAME',
-                        help='AV digits speakers to evaluate (default: the split\'s speakers from training)')
+                        help='speakers to evaluate: AV digits names, RAVDESS actor numbers (e.g. 19 20) '
+                        '(default: the split\'s speakers from training)')
     parser.add_argument('--num', type=int, help='evaluate only the first N samples of the seeded order')
     parser.add_argument('--seed', type=int, help='pairing/corruption seed (default: the training seed)')
     parser.add_argument('--batch-size', type=int, default=64)
@@ -83,8 +84,9 @@ def build_eval_dataset(cfg: TrainConfig, args: argparse.Namespace, data_root: Pa
     if args.seed is not None:
         changes['seed'] = args.seed
     if args.speakers is not None:
-        if cfg.dataset != 'av_digits':
-            raise ValueError('--speakers applies to the av_digits data set only')
+        from .recipe import SPEAKER_DATASETS
+        if cfg.dataset not in SPEAKER_DATASETS:
+            raise ValueError(f'--speakers applies to the {SPEAKER_DATASETS} data sets only')
         changes['test_speakers' if args.split == 'test' else 'train_speakers'] = list(args.speakers)
     cfg = cfg.replace(**changes)
     from .trainer import build_dataset

@@ -61,10 +61,12 @@ DATASET_CLASSES: dict[str, str] = {
     'ave': 'av_snn_training.data.ave:AVE',
     'us8k_av': 'av_snn_training.data.audio_image:UrbanSound8KAV',
     'cifar10_av': 'av_snn_training.data.audio_image:Cifar10AV',
+    'ravdess': 'av_snn_training.data.ravdess:Ravdess',
 }
 IMAGE_ROOT_DATASETS = ('us8k_av', 'cifar10_av')
 # Splits each data set defines itself (others get 'val' from a train holdout, see recipe.VAL_SPLITS).
-NATIVE_SPLITS: dict[str, tuple[str, ...]] = {'av_digits': ('train', 'val', 'test'), 'ave': ('train', 'val', 'test')}
+NATIVE_SPLITS: dict[str, tuple[str, ...]] = {'av_digits': ('train', 'val', 'test'), 'ave': ('train', 'val', 'test'),
+                                             'ravdess': ('train', 'val', 'test')}
 
 
 # ------------------------------------------------------------------------------------------- building
@@ -138,17 +140,33 @@ def build_dataset(cfg: TrainConfig, split: str, data_root: str | Path) -> Datase
     if cfg.dataset == 'av_digits':
         kwargs['protocol'] = cfg.protocol
         kwargs['speakers'] = cfg.test_speakers if split == 'test' else cfg.train_speakers
+    elif cfg.dataset == 'ravdess':   # fixed val actors; train/test actors may be overridden
+        kwargs['actors'] = {'test': cfg.test_speakers, 'train': cfg.train_speakers}.get(split)
     if split == 'train' and cfg.train_num is not None and not holdout:
         kwargs['num'] = cfg.train_num
     dataset = cls(data_root, **kwargs)
     if not holdout:
-        return dataset
+        return robust(dataset, cfg, split)
+    if cfg.augment is not None:
+        raise ValueError('augment needs a data set with its own val split (val_split: val)')
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(cfg.seed))
     n_val = max(1, int(round(cfg.val_fraction * len(dataset))))
     indices = order[:n_val] if split == 'val' else order[n_val:]
     if split == 'train' and cfg.train_num is not None:
         indices = indices[:cfg.train_num]
     return torch.utils.data.Subset(dataset, sorted(indices.tolist()))
+
+
+def robust(dataset: Dataset, cfg: TrainConfig, split: str) -> Dataset:
+    """``dataset`` wrapped in the robustness training of ``cfg.augment`` (unchanged when it is off):
+    augmented + idle windows for train, the fixed clean/noisy/idle calibration mix for val, the clean
+    items (with the ``none`` class in the labels) for test."""
+    aug = cfg.augment_config()
+    if aug is None:
+        return dataset
+    from .data.augment import RobustDataset
+    mode = {'train': 'train', 'val': 'val'}.get(split, 'clean')
+    return RobustDataset(dataset, dataset_labels(dataset), aug, mode, cfg.seed)
 
 
 class CachedDataset(Dataset):
@@ -652,6 +670,9 @@ def _listed(value: Any) -> Any:
 DATA_ATTRIBUTION: dict[str, str] = {
     'av_digits': 'Free Spoken Digit Dataset (Jakobovski et al.), CC BY-SA 4.0; MNIST (LeCun, Cortes, Burges), '
                  'CC BY-SA 3.0',
+    'ravdess': 'RAVDESS (Livingstone & Russo 2018, PLoS ONE 13(5): e0196391, doi:10.5281/zenodo.1188976), '
+               'speech audio of actors 01-20, CC BY-NC-SA 4.0: NON-COMMERCIAL use only; models trained on it '
+               'inherit the non-commercial and share-alike conditions',
 }
 
 

@@ -33,7 +33,9 @@ ONNX_FILE = 'model.onnx'
 WEIGHTS_FILE = 'model.pt'
 CARD_FILE = 'card.yaml'
 PARITY_ATOL = 1e-4          # max |torch - onnxruntime| accepted on a real input
-_CARD_OPTIONAL_EXTRA = ('training', 'metrics', 'created', 'description', 'data', 'license', 'name', 'logit_scale')
+_CARD_OPTIONAL_EXTRA = ('training', 'metrics', 'created', 'description', 'data', 'license', 'name', 'logit_scale',
+                        'audio_logit_scale', 'visual_logit_scale', 'no_event_label', 'accept_threshold',
+                        'conflict_threshold', 'modalities')
 
 
 def input_shapes(pre_cfg: PreprocessConfig, batch: int = 1) -> tuple[tuple[int, ...], tuple[int, ...]]:

@@ -30,7 +30,10 @@ def sha256_file(path: str | Path) -> str:
 
 _REQUIRED = ('name', 'model', 'labels', 'preprocessing', 'weights', 'weights_sha256')
 _OPTIONAL = ('model_args', 'onnx', 'onnx_sha256', 'modality_heads', 'logit_scale', 'training', 'metrics',
-             'created', 'description', 'data', 'license')
+             'created', 'description', 'data', 'license',
+             # perception contract (docs/models.md): read by the runtime, written by training
+             'audio_logit_scale', 'visual_logit_scale', 'no_event_label', 'accept_threshold',
+             'conflict_threshold', 'modalities')
 
 
 def _positive_float(value: Any, path: Path) -> float:

@@ -9,6 +9,8 @@ Examples:
     av-snn eval --data-root ../shared/data --json eval.json                  # shipped default model
     av-snn eval --data-root ../shared/data --card models/default --protocol noisy --json noisy.json
     av-snn eval --data-root ../shared/data --checkpoint runs/x/best.pt --speakers theo --num 100 --json e.json
+    av-snn eval --data-root ../shared/data --conditions all --num 200 --json cond.json   # + cond.conditions.png
+    av-snn eval --data-root ../shared/data --card models/emotion --speakers 19 20 --conditions all --json emo.json
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from typing import Any
 
 import torch
 
+from .conditions import CONDITIONS
 from .recipe import PROTOCOLS, TrainConfig
 
 # Recipe fields of a model card's training record that decide which samples an evaluation sees.
@@ -46,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--seed', type=int, help='pairing/corruption seed (default: the training seed)')
     parser.add_argument('--batch-size', type=int, default=64)
     parser.add_argument('--threads', type=int, help='torch threads (default: torch\'s choice)')
+    parser.add_argument('--conditions', nargs='+', metavar='NAME',
+                        help='also run the condition suite: "all" or names from '
+                        f'{", ".join(CONDITIONS)} (docs/data.md); adds report["conditions"] and a plot beside OUT')
     parser.add_argument('--json', type=Path, required=True, metavar='OUT', help='write the report here')
 
 
@@ -98,6 +104,11 @@ def build_eval_dataset(cfg: TrainConfig, args: argparse.Namespace, data_root: Pa
             from .data.av_digits import AVDigits
             dataset = AVDigits(data_root, split=args.split, cfg=cfg.preprocess_config(), protocol=cfg.protocol,
                                seed=cfg.seed, speakers=getattr(dataset, 'speakers', None), num=args.num)
+        elif cfg.dataset == 'ravdess':
+            from .data.ravdess import Ravdess
+            from .trainer import robust
+            dataset = robust(Ravdess(data_root, split=args.split, cfg=cfg.preprocess_config(), seed=cfg.seed,
+                                     actors=getattr(dataset, 'speakers', None), num=args.num), cfg, args.split)
         else:
             dataset = torch.utils.data.Subset(dataset, range(args.num))
     return cfg, dataset
@@ -124,9 +135,43 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         'metrics': metrics,
         'samples': sample_records(dataset, pred, labels),
     }
+    if args.conditions:
+        report['conditions'] = _conditions(args, model, cfg, labels, dataset)
+        from .conditions import plot_conditions
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        plot = plot_conditions(report['conditions'], args.json.with_suffix('.conditions.png'),
+                               f'{source.get("name") or source["model"]}: conditions ({len(dataset)} windows each)')
+        report['conditions_plot'] = str(plot)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=1))
     return report
+
+
+def _conditions(args: argparse.Namespace, model: torch.nn.Module, cfg: TrainConfig, labels: list[str],
+                dataset: Any) -> dict[str, Any]:
+    """The condition suite on the evaluated split's events with the card's decision parameters."""
+    from .conditions import DecisionParams, run_conditions
+    from .trainer import _unwrap
+    names = list(CONDITIONS) if args.conditions == ['all'] else list(args.conditions)
+    if args.checkpoint is not None:   # no card: uncalibrated scores, background class if the labels have one
+        from av_snn_ros.decision import NO_EVENT_LABEL
+        params = DecisionParams(labels, no_event_label=NO_EVENT_LABEL if NO_EVENT_LABEL in labels else None,
+                                heads=tuple(getattr(model, 'modality_heads', ('audio', 'visual'))))
+    else:
+        from av_snn_ros.model_card import ModelCard
+        from av_snn_ros.paths import default_model_card
+        params = DecisionParams.from_card(ModelCard.load(args.card if args.card is not None else default_model_card(),
+                                                         verify=False))
+    if isinstance(dataset, torch.utils.data.Subset):
+        raise ValueError('--conditions needs the whole split or a --num prefix of av_digits / ravdess')
+    base = _unwrap(dataset)
+    while not hasattr(base, 'event') and hasattr(base, 'base'):   # the robustness wrapper's event source
+        base = base.base
+    if not hasattr(base, 'event'):
+        raise ValueError(f'--conditions: data set {cfg.dataset} has no clean events (event(i)) to build conditions from')
+    inputs = getattr(model, 'modalities', ('audio', 'visual'))
+    return run_conditions(model, base, cfg.preprocess_config(), params, cfg.seed, names, inputs, args.batch_size,
+                          progress=lambda name: print(f'  condition {name} done', file=sys.stderr, flush=True))
 
 
 def main(args: argparse.Namespace) -> int:

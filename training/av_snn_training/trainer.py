@@ -629,10 +629,13 @@ def finish(cfg: TrainConfig, model: torch.nn.Module, labels: list[str], history:
     logit_scale = fit_logit_scale(val_pred.logits, val_pred.targets)
     calibration = {'logit_scale': logit_scale, 'split': 'val', 'samples': int(len(val_pred.targets)),
                    'val_ece_before': expected_calibration_error(val_pred.logits, val_pred.targets, 1.0),
-                   'val_ece_after': expected_calibration_error(val_pred.logits, val_pred.targets, logit_scale)}
+                   'val_ece_after': expected_calibration_error(val_pred.logits, val_pred.targets, logit_scale),
+                   'test_ece': expected_calibration_error(pred.logits, pred.targets, logit_scale)}
+    calibration.update(_acceptance(cfg, model, labels, val_pred, logit_scale))
     metrics = {
         'config': cfg.to_dict(), 'labels': labels, 'modality_heads': list(modality_heads(model)),
-        'calibration': calibration,
+        'modalities': list(getattr(model, 'modalities', ('audio', 'visual'))),
+        'calibration': calibration, 'energy': _energy(model, test_set, cfg),
         'data': {**(data_info or {}), **_data_description(cfg, test_set, data_root)},
         'parameters': sum(p.numel() for p in model.parameters()), 'history': history, 'best': best,
         'test': test, 'finished': True, 'git_revision': git_revision or _git_revision(),
@@ -650,6 +653,42 @@ def finish(cfg: TrainConfig, model: torch.nn.Module, labels: list[str], history:
     (card_path.parent / MODEL_CARD_MD).write_text(render_model_card(metrics, DATA_ATTRIBUTION.get(cfg.dataset)))
     (out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+def _acceptance(cfg: TrainConfig, model: torch.nn.Module, labels: list[str], val_pred: Predictions,
+                logit_scale: float) -> dict[str, Any]:
+    """Per-modality temperatures and, for a model with the background class, the acceptance threshold,
+    all fitted on the validation split (with ``augment``: the clean/noisy/idle calibration mix)."""
+    from av_snn_ros.decision import NO_EVENT_LABEL
+    from .calibration import fit_accept_threshold, fit_logit_scale, softmax
+    out: dict[str, Any] = {}
+    heads = modality_heads(model)
+    if len(heads) > 1:
+        for m, logits in (('audio', val_pred.audio_logits), ('visual', val_pred.visual_logits)):
+            if m in heads:
+                out[f'{m}_logit_scale'] = fit_logit_scale(logits, val_pred.targets)
+    if cfg.augment is not None and labels[-1] == NO_EVENT_LABEL:
+        out['no_event_label'] = NO_EVENT_LABEL
+        out['accept_threshold'] = fit_accept_threshold(softmax(val_pred.logits, logit_scale), val_pred.targets,
+                                                       labels, NO_EVENT_LABEL)
+    return out
+
+
+ENERGY_WINDOWS = 16   # test windows whose mean firing rates give the per-window energy estimate
+
+
+def _energy(model: torch.nn.Module, test_set: Dataset, cfg: TrainConfig) -> dict[str, float] | None:
+    """Estimated energy per window (av_snn_ros.models.energy, 45 nm numbers) on the first test windows."""
+    from av_snn_ros.models.energy import estimate_energy
+    n = min(ENERGY_WINDOWS, len(test_set))
+    audio, visual, _ = next(iter(build_eval_loader(test_set, n)))
+    audio, visual = time_first(audio, visual)
+    device = next(model.parameters()).device
+    try:
+        return dict(estimate_energy(model.eval(), audio.to(device), visual.to(device)).summary())
+    except Exception as exc:   # an estimate is a report extra: never lose a finished run over it
+        log.warning('energy estimate failed: %s', exc)
+        return None
 
 
 def _data_description(cfg: TrainConfig, test_set: Dataset, data_root: Path) -> dict[str, Any]:
@@ -676,6 +715,10 @@ DATA_ATTRIBUTION: dict[str, str] = {
 }
 
 
+# Calibration results written into the card (perception contract, docs/models.md).
+CARD_CALIBRATION_KEYS = ('audio_logit_scale', 'visual_logit_scale', 'no_event_label', 'accept_threshold')
+
+
 def export_card(cfg: TrainConfig, model: torch.nn.Module, labels: list[str], metrics: dict[str, Any],
                 out_dir: Path) -> Path:
     """Model card folder (``model.pt``, ``model.onnx``, ``card.yaml``) of ``model`` with metrics/provenance."""
@@ -693,8 +736,15 @@ def export_card(cfg: TrainConfig, model: torch.nn.Module, labels: list[str], met
         data['attribution'] = DATA_ATTRIBUTION[cfg.dataset]
     training = {'recipe': cfg.replace(data_root=None).to_dict(), 'git_revision': metrics['git_revision'],
                 'created': metrics['created']}
+    calibration = metrics['calibration']
+    card_metrics['test_ece'] = calibration.get('test_ece')
+    if metrics.get('energy'):
+        card_metrics['energy_mj_per_window'] = metrics['energy']['energy_mj']
     extra = {'name': cfg.resolved_card_name(), 'metrics': card_metrics, 'training': training, 'data': data,
-             'logit_scale': metrics['calibration']['logit_scale'],
+             'logit_scale': calibration['logit_scale'],
+             **{k: calibration[k] for k in CARD_CALIBRATION_KEYS if k in calibration},
              'description': cfg.description or f'{cfg.model} trained on {cfg.dataset} ({cfg.protocol})'}
+    if metrics.get('modalities') and tuple(metrics['modalities']) != ('audio', 'visual'):
+        extra['modalities'] = list(metrics['modalities'])
     return Path(write_model_card(cfg.model, out_dir, labels, cfg.preprocess_config(),
                                  model_args=dict(cfg.model_args), state_dict=model.state_dict(), extra=extra))

@@ -38,7 +38,7 @@ IDLE_AUDIO_KINDS = ('silence', 'room', 'noise')
 IDLE_FRAME_KINDS = ('black', 'grey', 'white', 'noise')
 # Speed factors as exact resampling ratios (up, down): small integers keep resample_poly cheap.
 SPEED_RATIOS = {0.9: (10, 9), 0.95: (20, 19), 1.05: (20, 21), 1.1: (10, 11)}
-_STREAM_EVENT, _STREAM_IDLE = 11, 12
+_STREAM_EVENT, _STREAM_IDLE, _STREAM_VAL_ORDER = 11, 12, 13
 
 
 class Event(NamedTuple):
@@ -264,6 +264,9 @@ class RobustDataset(torch.utils.data.Dataset):
         self.epoch = 0
         self.n_events = len(base)
         self.n_idle = 0 if mode == 'clean' else max(1, int(round(aug.idle_fraction * self.n_events)))
+        # val: events and idle windows in a seeded interleaved order, so any prefix (max_eval_batches) is a mix
+        self._order = (np.random.default_rng([self.seed, _STREAM_VAL_ORDER]).permutation(len(self))
+                       if mode == 'val' else None)
         first = base.event(0)
         self.has_audio, self.has_image = first.audio is not None, first.image is not None
         self.speakers = getattr(base, 'speakers', None)
@@ -283,7 +286,8 @@ class RobustDataset(torch.utils.data.Dataset):
 
     @property
     def labels(self) -> list[int]:
-        return list(self.base.labels) + [self.no_event] * self.n_idle
+        labels = list(self.base.labels) + [self.no_event] * self.n_idle
+        return labels if self._order is None else [labels[j] for j in self._order]
 
     def _rng(self, stream: int, i: int) -> np.random.Generator:
         epoch = self.epoch if self.mode == 'train' else 0
@@ -295,6 +299,8 @@ class RobustDataset(torch.utils.data.Dataset):
         i %= len(self)
         if self.mode == 'clean':
             return self.base[i]
+        if self._order is not None:
+            i = int(self._order[i])
         if i >= self.n_events:
             audio, frames = self.idle_raw(i - self.n_events)
             return self._tensors(audio, frames, self.no_event, self._rng(_STREAM_IDLE, i), masks=False)

@@ -193,3 +193,33 @@ def test_eval_cli_runs_the_condition_suite_on_the_shipped_card(data_root, tmp_pa
     for metrics in report['conditions'].values():
         assert {'accuracy', 'accept_rate', 'ece', 'wrong_over_0_9', 'mean_confidence'} <= set(metrics)
     assert (tmp_path / 'cond.conditions.png').stat().st_size > 0
+
+
+# ----------------------------------------------------------------------------------------- emotion end to end
+
+def test_emotion_training_writes_an_audio_only_card_with_the_no_event_contract(ravdess_root, tmp_path):
+    """A tiny real run of the emotion recipe (robustness on) -> card -> `av-snn eval --speakers 19 20`."""
+    from av_snn_ros.model_card import ModelCard
+    from av_snn_training import cli_eval
+    from av_snn_training.recipe import load_recipe
+    from av_snn_training.trainer import train
+    cfg = load_recipe('training/recipes/emotion_snn.yaml', {
+        'model_args': {'width': 0.125}, 'epochs': 1, 'warmup_epochs': 0, 'batch_size': 16, 'train_num': 48,
+        'max_batches_per_epoch': 2, 'num_workers': 0, 'torch_threads': 1, 'out_dir': str(tmp_path / 'run')})
+    metrics = train(cfg, data_root=ravdess_root)
+    card = ModelCard.load(tmp_path / 'run' / 'card')
+    assert card.labels == [*EMOTIONS, NO_EVENT_LABEL] and card.modality_heads == ('audio',)
+    assert card.extra['no_event_label'] == NO_EVENT_LABEL and card.extra['modalities'] == ['audio']
+    assert 0.0 <= card.extra['accept_threshold'] <= 1.0
+    assert metrics['data']['test_speakers'] == list(TEST_ACTORS) and metrics['energy']['energy_mj'] > 0
+    assert 'RAVDESS' in card.extra['data']['attribution'] and 'NON-COMMERCIAL' in card.extra['data']['attribution']
+    parser = argparse.ArgumentParser()
+    cli_eval.add_arguments(parser)
+    out = tmp_path / 'eval.json'
+    args = parser.parse_args(['--data-root', str(ravdess_root), '--card', str(card.path), '--speakers', '19', '20',
+                              '--num', '6', '--json', str(out), '--conditions', 'idle_noise', 'late_onset', 'conflict'])
+    assert cli_eval.main(args) == 0
+    report = json.loads(out.read_text())
+    assert report['data']['speakers'] == ['19', '20'] and report['metrics']['num_samples'] == 6
+    assert report['conditions']['conflict'] == {'skipped': 'the model has no camera input'}
+    assert report['conditions']['idle_noise']['num_windows'] == 6

@@ -82,6 +82,9 @@ class AugmentConfig:
     drop_image_prob: float = 0.15                      # AV only: camera missing (missing_image_steps)
     # --- validation (calibration) mix
     val_noisy_prob: float = 0.5                        # share of val event windows with additive noise
+    # --- compute: 0 = a fresh draw every epoch; K > 0 = K draws cycled over the epochs (epoch % K) and
+    # kept in memory, so a CPU pays the augmentation once per draw instead of once per epoch
+    draws: int = 0
 
     def __post_init__(self) -> None:
         for name in ('noise_prob', 'speed_prob', 'onset_prob', 'spec_prob', 'image_prob', 'invert_prob',
@@ -99,6 +102,8 @@ class AugmentConfig:
             raise ValueError('augment.onset_frac must lie inside (0, 1)')
         if not self.noise_kinds or any(k not in ALL_NOISE_KINDS for k in self.noise_kinds):
             raise ValueError(f'augment.noise_kinds must be a non-empty subset of {ALL_NOISE_KINDS}')
+        if self.draws < 0:
+            raise ValueError(f'augment.draws must be >= 0, got {self.draws}')
         if self.idle_fraction < 0 or self.freq_masks < 0 or self.time_masks < 0 or self.freq_mask_max < 0:
             raise ValueError('idle_fraction and mask counts/sizes must be >= 0')
         if self.drop_audio_prob + self.drop_image_prob > 1:
@@ -270,6 +275,7 @@ class RobustDataset(torch.utils.data.Dataset):
         first = base.event(0)
         self.has_audio, self.has_image = first.audio is not None, first.image is not None
         self.speakers = getattr(base, 'speakers', None)
+        self._draws: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, int]] = {}
         if mode == 'clean':   # same items in the same order: keep the source's sample metadata (replay parity)
             for attr in ('recordings', 'image_indices'):
                 if hasattr(base, attr):
@@ -289,8 +295,14 @@ class RobustDataset(torch.utils.data.Dataset):
         labels = list(self.base.labels) + [self.no_event] * self.n_idle
         return labels if self._order is None else [labels[j] for j in self._order]
 
+    def _draw(self) -> int:
+        """The augmentation draw of the current epoch (0 outside training)."""
+        if self.mode != 'train':
+            return 0
+        return self.epoch % self.aug.draws if self.aug.draws else self.epoch
+
     def _rng(self, stream: int, i: int) -> np.random.Generator:
-        epoch = self.epoch if self.mode == 'train' else 0
+        epoch = self._draw()
         return np.random.default_rng([self.seed, stream, epoch, i])
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -301,6 +313,14 @@ class RobustDataset(torch.utils.data.Dataset):
             return self.base[i]
         if self._order is not None:
             i = int(self._order[i])
+        if self.mode == 'train' and self.aug.draws:
+            key = (self._draw(), i)
+            if key not in self._draws:
+                self._draws[key] = self._item(i)
+            return self._draws[key]
+        return self._item(i)
+
+    def _item(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         if i >= self.n_events:
             audio, frames = self.idle_raw(i - self.n_events)
             return self._tensors(audio, frames, self.no_event, self._rng(_STREAM_IDLE, i), masks=False)

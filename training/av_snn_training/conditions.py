@@ -245,6 +245,33 @@ def run_conditions(model: torch.nn.Module, dataset: Any, cfg: PreprocessConfig, 
     return results
 
 
+def markdown_table(results: dict[str, Any]) -> str:
+    """The suite as a Markdown table (skipped conditions left out), for docs and model cards."""
+    def pct(x: float) -> str:
+        return f'{100 * x:.1f} %'
+    rows = ['| condition | accuracy (idle: no-event; conflict: flagged) | accept rate | ECE | wrong at conf > 0.9 '
+            '| mean confidence |', '|---|---|---|---|---|---|']
+    for name, c in results.items():
+        if 'skipped' not in c:
+            rows.append(f'| {name} | {pct(c["accuracy"])} | {pct(c["accept_rate"])} | {c["ece"]:.3f} | '
+                        f'{pct(c["wrong_over_0_9"])} | {c["mean_confidence"]:.3f} |')
+    return '\n'.join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m av_snn_training.conditions REPORT.json``: print a report's condition table."""
+    import argparse
+    import json
+    parser = argparse.ArgumentParser(description='print the condition table of an av-snn eval report')
+    parser.add_argument('report', type=Path)
+    args = parser.parse_args(argv)
+    report = json.loads(args.report.read_text())
+    if 'conditions' not in report:
+        parser.error(f'{args.report} has no conditions (run av-snn eval with --conditions)')
+    print(markdown_table(report['conditions']))
+    return 0
+
+
 def plot_conditions(results: dict[str, Any], path: Path, title: str) -> Path:
     """Bar chart of accuracy, accept rate and wrong-over-0.9 per condition."""
     import matplotlib
@@ -265,3 +292,7 @@ def plot_conditions(results: dict[str, Any], path: Path, title: str) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

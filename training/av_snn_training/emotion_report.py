@@ -106,15 +106,8 @@ def render(card: Any, snn: dict, cnn: dict | None, metrics: dict, cnn_metrics: d
         f'of actors 17+18), val ECE {cal["val_ece_before"]:.3f} -> {cal["val_ece_after"]:.3f}.', '',
     ]
     if conditions:
-        lines += ['## Conditions (test actors; docs/data.md defines each)', '',
-                  '| condition | accuracy (idle: no-event) | accept rate | ECE | wrong at conf > 0.9 | mean confidence |',
-                  '|---|---|---|---|---|---|']
-        for name, c in conditions.items():
-            if 'skipped' in c:
-                continue
-            lines.append(f'| {name} | {_pct(c["accuracy"])} | {_pct(c["accept_rate"])} | {c["ece"]:.3f} | '
-                         f'{_pct(c["wrong_over_0_9"])} | {c["mean_confidence"]:.3f} |')
-        lines.append('')
+        from .conditions import markdown_table
+        lines += ['## Conditions (test actors; docs/data.md defines each)', '', markdown_table(conditions), '']
     if windows:
         lines += ['## Window length (measured)', '',
                   'Same recipe without augmentation, 5 epochs, validation actors 17+18 only (120 clips):', '',

@@ -184,10 +184,12 @@ def test_eval_cli_runs_the_condition_suite_on_the_shipped_card(data_root, tmp_pa
     cli_eval.add_arguments(parser)
     out = tmp_path / 'cond.json'
     args = parser.parse_args(['--data-root', str(data_root), '--num', '8', '--json', str(out), '--conditions',
-                              'clean', 'idle_noise', 'conflict'])
+                              'clean', 'idle_noise', 'conflict', 'image_missing'])
     assert cli_eval.main(args) == 0
     report = json.loads(out.read_text())
-    assert set(report['conditions']) == {'clean', 'idle_noise', 'conflict'}
+    assert set(report['conditions']) == {'clean', 'idle_noise', 'conflict', 'image_missing'}
+    # the shipped (clean-trained) card is a visual classifier: removing the camera changes its decisions
+    assert report['conditions']['image_missing']['changed_vs_clean'] > 0.5
     clean = report['conditions']['clean']
     assert clean['accuracy'] == report['metrics']['accuracy'] and clean['num_windows'] == 8
     for metrics in report['conditions'].values():

@@ -18,7 +18,9 @@ Metrics per condition (all fractions of the condition's windows):
 - ``wrong_over_0_9``: share whose *published* outcome is wrong with a published confidence > 0.9
   (an event window published as another event or as no-event; an idle window published as an event;
   a conflict window is right when it names either sense's event);
-- ``mean_confidence``: mean published confidence.
+- ``mean_confidence``: mean published confidence;
+- ``changed_vs_clean`` (``audio_missing`` / ``image_missing``, when ``clean`` runs too): share of windows
+  whose fused top class changes when that sense is removed (does the fusion use both senses?).
 """
 from __future__ import annotations
 
@@ -231,6 +233,7 @@ def run_conditions(model: torch.nn.Module, dataset: Any, cfg: PreprocessConfig, 
                    batch_size: int = 64, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """``{name: metrics}`` for every condition in ``names`` over all windows of ``dataset``."""
     results: dict[str, Any] = {}
+    tops: dict[str, np.ndarray] = {}
     for name in names:
         if name not in CONDITIONS:
             raise ValueError(f'unknown condition {name!r}; use one of {CONDITIONS}')
@@ -239,9 +242,15 @@ def run_conditions(model: torch.nn.Module, dataset: Any, cfg: PreprocessConfig, 
             results[name] = {'skipped': reason}
             continue
         windows = [build_window(name, dataset, i, cfg, seed) for i in range(len(dataset))]
-        results[name] = score(windows, *_logits(model, windows, cfg, batch_size), params, name)
+        logits = _logits(model, windows, cfg, batch_size)
+        results[name] = score(windows, *logits, params, name)
+        tops[name] = logits[0].argmax(1)
         if progress is not None:
             progress(name)
+    # does fusion use both senses? the share of decisions that change when one sense is removed
+    for name in ('audio_missing', 'image_missing'):
+        if name in tops and 'clean' in tops:
+            results[name]['changed_vs_clean'] = float(np.mean(tops[name] != tops['clean']))
     return results
 
 

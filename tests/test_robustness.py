@@ -225,3 +225,20 @@ def test_emotion_training_writes_an_audio_only_card_with_the_no_event_contract(r
     assert report['data']['speakers'] == ['19', '20'] and report['metrics']['num_samples'] == 6
     assert report['conditions']['conflict'] == {'skipped': 'the model has no camera input'}
     assert report['conditions']['idle_noise']['num_windows'] == 6
+
+
+def test_cnn_baseline_is_all_macs_while_the_snn_accumulates_spikes(ravdess_root):
+    """The energy comparison of the emotion report rests on this: the CNN's layers all get real-valued
+    input (MACs at 4.6 pJ), the SNN's inner layers get spikes (accumulates at 0.9 pJ x firing rate)."""
+    from av_snn_ros.models.energy import estimate_energy
+    from av_snn_ros.models.registry import create_model
+    ds = Ravdess(ravdess_root, 'val', PreprocessConfig(window_s=2.0), num=4)
+    audio = torch.stack([ds[i][0] for i in range(4)], dim=1)          # (T, B, 1, 32, 32)
+    visual = torch.stack([ds[i][1] for i in range(4)], dim=1)
+    torch.manual_seed(0)
+    cnn, snn = create_model('emotion_cnn').eval(), create_model('emotion_snn').eval()
+    cnn_e, snn_e = estimate_energy(cnn, audio, visual), estimate_energy(snn, audio, visual)
+    assert cnn_e.sop_mj == 0 and cnn_e.mac_mj > 0
+    assert snn_e.sop_mj > 0 and 0 <= snn_e.summary()['firing_rate'] <= 1
+    # the same stages do about the same multiply-accumulates per window
+    assert 0.5 < cnn_e.summary()['macs'] / snn_e.summary()['macs'] < 2.0

@@ -242,3 +242,19 @@ def test_cnn_baseline_is_all_macs_while_the_snn_accumulates_spikes(ravdess_root)
     assert snn_e.sop_mj > 0 and 0 <= snn_e.summary()['firing_rate'] <= 1
     # the same stages do about the same multiply-accumulates per window
     assert 0.5 < cnn_e.summary()['macs'] / snn_e.summary()['macs'] < 2.0
+
+
+def test_shipped_emotion_card_is_small_complete_and_non_commercial():
+    from pathlib import Path
+
+    from av_snn_ros.model_card import ModelCard
+    folder = Path(__file__).resolve().parent.parent / 'models' / 'emotion'
+    card = ModelCard.load(folder)
+    card.verified_onnx()
+    assert sum(p.stat().st_size for p in folder.iterdir()) <= 5 * 1024 * 1024
+    assert card.labels == [*EMOTIONS, NO_EVENT_LABEL] and card.extra['modalities'] == ['audio']
+    assert card.extra['no_event_label'] == NO_EVENT_LABEL and 0 <= card.extra['accept_threshold'] <= 1
+    assert card.preprocessing.window_s == 2.0 and 'non-commercial' in card.extra['license']
+    text = (folder / 'MODEL_CARD.md').read_text()
+    assert 'non-commercial' in text and 'Per-class recall' in text and 'scared' in text
+    assert (folder / 'confusion.png').is_file()

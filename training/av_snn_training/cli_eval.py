@@ -168,7 +168,8 @@ def _conditions(args: argparse.Namespace, model: torch.nn.Module, cfg: TrainConf
     while not hasattr(base, 'event') and hasattr(base, 'base'):   # the robustness wrapper's event source
         base = base.base
     if not hasattr(base, 'event'):
-        raise ValueError(f'--conditions: data set {cfg.dataset} has no clean events (event(i)) to build conditions from')
+        raise ValueError(f'--conditions: data set {cfg.dataset} has no clean events (event(i)) to build '
+                         'conditions from')
     inputs = getattr(model, 'modalities', ('audio', 'visual'))
     return run_conditions(model, base, cfg.preprocess_config(), params, cfg.seed, names, inputs, args.batch_size,
                           progress=lambda name: print(f'  condition {name} done', file=sys.stderr, flush=True))

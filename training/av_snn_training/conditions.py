@@ -84,7 +84,8 @@ class DecisionParams:
         extra = card.extra
         return cls(labels=list(card.labels), logit_scale=card.logit_scale,
                    audio_logit_scale=extra.get('audio_logit_scale'), visual_logit_scale=extra.get('visual_logit_scale'),
-                   no_event_label=extra.get('no_event_label'), accept_threshold=float(extra.get('accept_threshold', 0.0)),
+                   no_event_label=extra.get('no_event_label'),
+                   accept_threshold=float(extra.get('accept_threshold', 0.0)),
                    conflict_threshold=float(extra.get('conflict_threshold', DEFAULT_CONFLICT_THRESHOLD)),
                    heads=tuple(card.modality_heads))
 

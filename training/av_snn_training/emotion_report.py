@@ -163,9 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     if 'license:' not in card_yaml:
         card.path.write_text(card_yaml.rstrip('\n') + f'\nlicense: {json.dumps(LICENSE)}\n')
     ModelCard.load(args.card)
-    print(json.dumps({'snn': {k: v for k, v in snn.items() if k not in ('confusion_matrix', 'per_class_recall')},
-                      'cnn': cnn and {k: v for k, v in cnn.items() if k not in ('confusion_matrix', 'per_class_recall')}},
-                     indent=1))
+    def headline(s: dict | None) -> dict | None:
+        return s and {k: v for k, v in s.items() if k not in ('confusion_matrix', 'per_class_recall')}
+    print(json.dumps({'snn': headline(snn), 'cnn': headline(cnn)}, indent=1))
     return 0
 
 

@@ -274,6 +274,7 @@ class RobustDataset(torch.utils.data.Dataset):
                        if mode == 'val' else None)
         first = base.event(0)
         self.has_audio, self.has_image = first.audio is not None, first.image is not None
+        self._image_shape = None if first.image is None else first.image.shape
         self.speakers = getattr(base, 'speakers', None)
         self._draws: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, int]] = {}
         if mode == 'clean':   # same items in the same order: keep the source's sample metadata (replay parity)
@@ -337,8 +338,8 @@ class RobustDataset(torch.utils.data.Dataset):
                             self.aug, rng) if self.has_audio else None)
         frames = None
         if self.has_image:
-            shape = self.base.event(0).image.shape
-            frame = idle_frame(IDLE_FRAME_KINDS[(j // len(IDLE_AUDIO_KINDS)) % len(IDLE_FRAME_KINDS)], shape, rng)
+            kind = IDLE_FRAME_KINDS[(j // len(IDLE_AUDIO_KINDS)) % len(IDLE_FRAME_KINDS)]
+            frame = idle_frame(kind, self._image_shape, rng)
             frames = [frame] * cfg.timesteps
         return audio, frames
 

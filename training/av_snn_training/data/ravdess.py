@@ -30,7 +30,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from av_snn_ros.preprocessing import PreprocessConfig, fit_length, missing_image_steps, preprocess_window, resample
+from av_snn_ros.preprocessing import PreprocessConfig, fit_length, preprocess_window, resample
 
 from .augment import Event, noise_floor
 from .wav import read_wav
@@ -71,7 +71,8 @@ def scan_clips(data_root: str | Path) -> list[Clip]:
     """
     folder = Path(data_root) / RAVDESS_DIR
     if not folder.is_dir():
-        raise FileNotFoundError(f'RAVDESS folder not found: {folder} (expected {folder}/Actor_NN/03-01-EE-II-SS-RR-AA.wav)')
+        raise FileNotFoundError(f'RAVDESS folder not found: {folder} '
+                                f'(expected {folder}/Actor_NN/03-01-EE-II-SS-RR-AA.wav)')
     clips = []
     for path in sorted(folder.glob('Actor_*/*.wav')):
         m = _FILE_RE.match(path.name)
@@ -184,5 +185,5 @@ class Ravdess(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         """``(audio (T,1,Ha,Wa), visual = missing_image_steps, label)``: the model has no camera input."""
-        audio, _ = preprocess_window(self.raw(i), None, self.cfg)
-        return torch.from_numpy(audio), torch.from_numpy(missing_image_steps(self.cfg)), self.clips[self._index(i)].label
+        audio, visual = preprocess_window(self.raw(i), None, self.cfg)   # visual: missing_image_steps
+        return torch.from_numpy(audio), torch.from_numpy(visual), self.clips[self._index(i)].label

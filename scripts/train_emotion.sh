@@ -29,9 +29,8 @@ if has_stage window; then
 fi
 
 if has_stage snn; then
-  # 2. The shipped model (robustness on). On the shared 2-core machine it was run with --stop-after-epochs
-  #    and resumed with a shorter schedule (docs/training.md says exactly how); on an idle machine run it
-  #    straight.
+  # 2. The shipped model (robustness on, 16 epochs, 4 cached augmentation draws). The shipped card came
+  #    from exactly this recipe (run with out_dir=runs/emotion_snn16).
   av_snn train --recipe training/recipes/emotion_snn.yaml --data-root "$DATA" ${SNN_OVERRIDES:-}
 fi
 

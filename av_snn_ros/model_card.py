@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import load_yaml
+from .contract import MODALITIES
 from .decision import DEFAULT_CONFLICT_THRESHOLD
 from .preprocessing import PreprocessConfig
 
@@ -50,10 +51,8 @@ _REQUIRED = ('name', 'model', 'labels', 'preprocessing', 'weights', 'weights_sha
 _OPTIONAL = ('model_args', 'onnx', 'onnx_sha256', 'modality_heads', 'logit_scale', 'training', 'metrics',
              'created', 'description', 'data', 'license')
 #: optional keys of the perception contract (no-event, per-modality calibration, conflict, input senses)
-_CONTRACT_KEYS = ('modalities', 'no_event_label', 'accept_threshold', 'audio_logit_scale',
+CONTRACT_KEYS = ('modalities', 'no_event_label', 'accept_threshold', 'audio_logit_scale',
                   'visual_logit_scale', 'conflict_threshold')
-#: the senses a card may declare in ``modalities`` (and the default: both)
-MODALITIES = ('audio', 'visual')
 
 
 def _hash_value(value: Any) -> str:
@@ -150,7 +149,7 @@ class ModelCard:
         missing = [k for k in _REQUIRED if k not in data]
         if missing:
             raise ModelFileError(f'{path}: model card lacks required key(s): {", ".join(missing)}')
-        unknown = sorted(set(data) - set(_REQUIRED) - set(_OPTIONAL) - set(_CONTRACT_KEYS))
+        unknown = sorted(set(data) - set(_REQUIRED) - set(_OPTIONAL) - set(CONTRACT_KEYS))
         if unknown:
             raise ModelFileError(f'{path}: unknown model card key(s): {", ".join(unknown)}')
         labels = data['labels']

@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from .backends.base import InferenceBackend
-from .decision import FLAG_CONFLICT, FLAG_NO_EVENT, conflict, decide
+from .decision import FLAG_CONFLICT, FLAG_NO_EVENT, decide, is_conflict
 from .model_card import ModelCard
 from .preprocessing import preprocess_window
 from .windowing import Window
@@ -109,7 +109,7 @@ class Predictor:
         flags = set(window.flags)
         if not is_event:
             flags.add(FLAG_NO_EVENT)
-        if conflict(audio_p, visual_p, self.labels, card.no_event_label, card.conflict_threshold):
+        if is_conflict(audio_p, visual_p, self.labels, card.no_event_label, card.conflict_threshold):
             flags.add(FLAG_CONFLICT)
         (audio_k, audio_conf), (visual_k, visual_conf) = _top(audio_p), _top(visual_p)
         return Prediction(

@@ -8,7 +8,7 @@ import yaml
 from rclpy.lifecycle import TransitionCallbackReturn
 
 from av_snn_ros.backends.base import InferenceBackend, InferenceResult
-from av_snn_ros.decision import (FLAG_CONFLICT, FLAG_NO_EVENT, NO_EVENT_CLASS_ID, NO_EVENT_LABEL, conflict,
+from av_snn_ros.decision import (FLAG_CONFLICT, FLAG_NO_EVENT, NO_EVENT_CLASS_ID, NO_EVENT_LABEL, is_conflict,
                                  decide)
 from av_snn_ros.model_card import ModelCard, ModelFileError, sha256_file
 from av_snn_ros.prediction import Predictor, softmax
@@ -57,7 +57,7 @@ def test_decide_rejects_scores_that_do_not_match_the_labels():
 def test_conflict_needs_two_confident_heads_naming_different_events(audio, visual, expected):
     a = np.array(audio)
     v = None if visual is None else np.array(visual)
-    assert conflict(a, v, BG_LABELS, 'none', 0.8) is expected
+    assert is_conflict(a, v, BG_LABELS, 'none', 0.8) is expected
 
 
 # ------------------------------------------------------------------------------------------ card + Predictor

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from ..contract import MODALITIES
 from .blocks import ConvBNLIF, NeuronConfig, SeqMaxPool, SEWBlock, SpikingAVModel, scaled_channels
 from .neurons import MLIFNode
 from .registry import register_family
 
-MODALITIES = ('audio', 'visual')
 INTERACTIONS = ('mlif', 'independent')
 POOL_FACTOR = 2          # each stage halves H and W
 

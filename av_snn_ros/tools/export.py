@@ -24,7 +24,7 @@ import yaml
 from ..backends.onnx_graph import MIN_OPSET, fold_constants
 from ..config import to_dict
 from ..contract import INPUT_NAMES, OUTPUT_NAMES, input_shapes
-from ..model_card import ModelCard, ModelFileError, sha256_file
+from ..model_card import CONTRACT_KEYS, ModelCard, ModelFileError, sha256_file
 from ..parity import DEFAULT_TOLERANCES, compare_onnx
 from ..preprocessing import PreprocessConfig
 
@@ -33,7 +33,8 @@ ONNX_FILE = 'model.onnx'
 WEIGHTS_FILE = 'model.pt'
 CARD_FILE = 'card.yaml'
 PARITY_TOLERANCE = DEFAULT_TOLERANCES['fp32']     # torch vs onnxruntime on a real input
-_CARD_OPTIONAL_EXTRA = ('training', 'metrics', 'created', 'description', 'data', 'license', 'name', 'logit_scale')
+_CARD_OPTIONAL_EXTRA = ('training', 'metrics', 'created', 'description', 'data', 'license', 'name', 'logit_scale',
+                        *CONTRACT_KEYS)
 
 
 def check_compatible(model: nn.Module, pre_cfg: PreprocessConfig) -> None:

@@ -64,6 +64,39 @@ def fit_logit_scale(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(np.exp((lo + hi) / 2))
 
 
+def softmax(logits: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """Row-wise softmax of ``scale * logits`` (float64)."""
+    z = np.asarray(logits, dtype=np.float64) * scale
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    return p / p.sum(axis=1, keepdims=True)
+
+
+#: the share of validation idle windows allowed to be reported as an event when choosing the threshold
+IDLE_FALSE_EVENT_RATE = 0.01
+THRESHOLD_GRID = np.round(np.arange(0.0, 1.0, 0.01), 2)
+
+
+def fit_accept_threshold(probs: np.ndarray, targets: np.ndarray, labels: list[str],
+                         no_event_label: str | None) -> float:
+    """The card's ``accept_threshold``: the smallest threshold on :data:`THRESHOLD_GRID` at which at most
+    :data:`IDLE_FALSE_EVENT_RATE` of the validation *idle* windows (target = the no-event class) are
+    reported as an event by :func:`av_snn_ros.decision.decide` (the runtime's own decision). The smallest
+    such threshold keeps the most real events; 0.0 when the model has no background class or the idle
+    windows are already rejected without a threshold."""
+    from av_snn_ros.decision import decide, no_event_index
+    background = no_event_index(labels, no_event_label)
+    if background is None:
+        return 0.0
+    idle = np.asarray(probs)[np.asarray(targets) == background]
+    if len(idle) == 0:
+        raise ValueError('no idle windows in the validation data: cannot choose an acceptance threshold')
+    for t in THRESHOLD_GRID:
+        events = sum(decide(p, labels, no_event_label, float(t)).is_event for p in idle)
+        if events <= IDLE_FALSE_EVENT_RATE * len(idle):
+            return float(t)
+    return float(THRESHOLD_GRID[-1])
+
+
 def write_logit_scale(card_path: Path, scale: float) -> None:
     """Set ``logit_scale`` in a card.yaml, leaving every other line as it is."""
     text = card_path.read_text()

@@ -9,6 +9,8 @@ Examples:
     av-snn eval --data-root ../shared/data --json eval.json                  # shipped default model
     av-snn eval --data-root ../shared/data --card models/default --protocol noisy --json noisy.json
     av-snn eval --data-root ../shared/data --checkpoint runs/x/best.pt --speakers theo --num 100 --json e.json
+    av-snn eval --data-root ../shared/data --conditions all --num 200 --json cond.json   # + cond.conditions.png
+    av-snn eval --data-root ../shared/data --card models/emotion --speakers 19 20 --conditions all --json emo.json
 """
 from __future__ import annotations
 
@@ -20,10 +22,11 @@ from typing import Any
 
 import torch
 
+from .conditions import CONDITIONS
 from .recipe import PROTOCOLS, TrainConfig
 
 # Recipe fields of a model card's training record that decide which samples an evaluation sees.
-DATA_FIELDS = ('dataset', 'dataset_args', 'protocol', 'seed', 'train_speakers', 'test_speakers', 'val_split',
+DATA_FIELDS = ('dataset', 'dataset_args', 'protocol', 'seed', 'train_speakers', 'test_speakers', 'val_split', 'augment',
                'val_fraction')
 
 
@@ -40,11 +43,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--split', choices=('test', 'val', 'train'), default='test',
                         help='data split (default: test = the held-out speakers)')
     parser.add_argument('--speakers', nargs='+', metavar='NAME',
-                        help='AV digits speakers to evaluate (default: the split\'s speakers from training)')
+                        help='speakers to evaluate: AV digits names, RAVDESS actor numbers (e.g. 19 20) '
+                        '(default: the split\'s speakers from training)')
     parser.add_argument('--num', type=int, help='evaluate only the first N samples of the seeded order')
     parser.add_argument('--seed', type=int, help='pairing/corruption seed (default: the training seed)')
     parser.add_argument('--batch-size', type=int, default=64)
     parser.add_argument('--threads', type=int, help='torch threads (default: torch\'s choice)')
+    parser.add_argument('--conditions', nargs='+', metavar='NAME',
+                        help='also run the condition suite: "all" or names from '
+                        f'{", ".join(CONDITIONS)} (docs/data.md); adds report["conditions"] and a plot beside OUT')
     parser.add_argument('--json', type=Path, required=True, metavar='OUT', help='write the report here')
 
 
@@ -83,8 +90,9 @@ def build_eval_dataset(cfg: TrainConfig, args: argparse.Namespace, data_root: Pa
     if args.seed is not None:
         changes['seed'] = args.seed
     if args.speakers is not None:
-        if cfg.dataset != 'av_digits':
-            raise ValueError('--speakers applies to the av_digits data set only')
+        from .recipe import SPEAKER_DATASETS
+        if cfg.dataset not in SPEAKER_DATASETS:
+            raise ValueError(f'--speakers applies to the {SPEAKER_DATASETS} data sets only')
         changes['test_speakers' if args.split == 'test' else 'train_speakers'] = list(args.speakers)
     cfg = cfg.replace(**changes)
     from .trainer import build_dataset
@@ -96,6 +104,11 @@ def build_eval_dataset(cfg: TrainConfig, args: argparse.Namespace, data_root: Pa
             from .data.av_digits import AVDigits
             dataset = AVDigits(data_root, split=args.split, cfg=cfg.preprocess_config(), protocol=cfg.protocol,
                                seed=cfg.seed, speakers=getattr(dataset, 'speakers', None), num=args.num)
+        elif cfg.dataset == 'ravdess':
+            from .data.ravdess import Ravdess
+            from .trainer import robust
+            dataset = robust(Ravdess(data_root, split=args.split, cfg=cfg.preprocess_config(), seed=cfg.seed,
+                                     actors=getattr(dataset, 'speakers', None), num=args.num), cfg, args.split)
         else:
             dataset = torch.utils.data.Subset(dataset, range(args.num))
     return cfg, dataset
@@ -122,9 +135,44 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         'metrics': metrics,
         'samples': sample_records(dataset, pred, labels),
     }
+    if args.conditions:
+        report['conditions'] = _conditions(args, model, cfg, labels, dataset)
+        from .conditions import plot_conditions
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        plot = plot_conditions(report['conditions'], args.json.with_suffix('.conditions.png'),
+                               f'{source.get("name") or source["model"]}: conditions ({len(dataset)} windows each)')
+        report['conditions_plot'] = str(plot)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=1))
     return report
+
+
+def _conditions(args: argparse.Namespace, model: torch.nn.Module, cfg: TrainConfig, labels: list[str],
+                dataset: Any) -> dict[str, Any]:
+    """The condition suite on the evaluated split's events with the card's decision parameters."""
+    from .conditions import DecisionParams, run_conditions
+    from .trainer import _unwrap
+    names = list(CONDITIONS) if args.conditions == ['all'] else list(args.conditions)
+    if args.checkpoint is not None:   # no card: uncalibrated scores, background class if the labels have one
+        from av_snn_ros.decision import NO_EVENT_LABEL
+        params = DecisionParams(labels, no_event_label=NO_EVENT_LABEL if NO_EVENT_LABEL in labels else None,
+                                heads=tuple(getattr(model, 'modality_heads', ('audio', 'visual'))))
+    else:
+        from av_snn_ros.model_card import ModelCard
+        from av_snn_ros.paths import default_model_card
+        params = DecisionParams.from_card(ModelCard.load(args.card if args.card is not None else default_model_card(),
+                                                         verify=False))
+    if isinstance(dataset, torch.utils.data.Subset):
+        raise ValueError('--conditions needs the whole split or a --num prefix of av_digits / ravdess')
+    base = _unwrap(dataset)
+    while not hasattr(base, 'event') and hasattr(base, 'base'):   # the robustness wrapper's event source
+        base = base.base
+    if not hasattr(base, 'event'):
+        raise ValueError(f'--conditions: data set {cfg.dataset} has no clean events (event(i)) to build '
+                         'conditions from')
+    inputs = getattr(model, 'modalities', ('audio', 'visual'))
+    return run_conditions(model, base, cfg.preprocess_config(), params, cfg.seed, names, inputs, args.batch_size,
+                          progress=lambda name: print(f'  condition {name} done', file=sys.stderr, flush=True))
 
 
 def main(args: argparse.Namespace) -> int:

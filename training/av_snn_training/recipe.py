@@ -17,7 +17,9 @@ import yaml
 from av_snn_ros.config import from_dict, load_yaml, to_dict
 from av_snn_ros.preprocessing import PreprocessConfig
 
-DATASETS = ('av_digits', 'cremad', 'ave', 'us8k_av', 'cifar10_av')
+DATASETS = ('av_digits', 'cremad', 'ave', 'us8k_av', 'cifar10_av', 'ravdess')
+# Data sets split by speaker: train_speakers/test_speakers (RAVDESS: actor numbers) apply to them.
+SPEAKER_DATASETS = ('av_digits', 'ravdess')
 OPTIMIZERS = ('sgd', 'adamw', 'adam')
 SCHEDULES = ('cosine', 'step', 'constant')
 PROTOCOLS = ('clean', 'noisy')
@@ -32,6 +34,7 @@ PAPER_PRESETS = {'cremad': 'crema_d', 'ave': 'ave', 'us8k_av': 'urbansound8k_av'
 # Fields that define *what* is trained. A resumed run takes them from its checkpoint and refuses a
 # recipe/override that changes them; every other field (epochs, workers, device, ...) may change on resume.
 STRUCTURAL_FIELDS = ('model', 'model_args', 'dataset', 'dataset_args', 'protocol', 'preprocessing', 'val_split',
+                     'augment',
                      'val_fraction',
                      'batch_size', 'grad_accum_steps', 'optimizer', 'loss', 'loss_args', 'seed',
                      'train_speakers', 'test_speakers', 'train_num', 'max_batches_per_epoch')
@@ -55,6 +58,9 @@ class TrainConfig:
     train_speakers: list[str] | None = None    # av_digits: training (and validation) speakers; None: default
     test_speakers: list[str] | None = None     # av_digits: held-out test speakers; None: the data set's default
     train_num: int | None = None               # keep only the first N training samples (smoke runs/tests)
+    # robustness training (av_snn_training.data.augment.AugmentConfig fields; {} = defaults; null = off):
+    # noise/gain/speed/masks/onsets, image augmentation, idle windows labelled `none`, modality dropout
+    augment: dict | None = None
     # --- optimisation
     epochs: int = 10
     batch_size: int = 32                       # GLOBAL batch (all ranks, all accumulation steps together)
@@ -114,8 +120,8 @@ class TrainConfig:
             (self.grad_clip is None or self.grad_clip > 0, 'grad_clip must be positive or null'),
             (self.num_workers >= 0, 'num_workers must be >= 0'),
             (self.train_num is None or self.train_num >= 1, 'train_num must be >= 1 or null'),
-            (self.dataset == 'av_digits' or (self.train_speakers is None and self.test_speakers is None),
-             'train_speakers/test_speakers apply to the av_digits data set only'),
+            (self.dataset in SPEAKER_DATASETS or (self.train_speakers is None and self.test_speakers is None),
+             f'train_speakers/test_speakers apply to the {SPEAKER_DATASETS} data sets only'),
             (self.torch_threads is None or self.torch_threads >= 1, 'torch_threads must be >= 1 or null'),
             (self.max_batches_per_epoch is None or self.max_batches_per_epoch >= 1,
              'max_batches_per_epoch must be >= 1 or null'),
@@ -128,6 +134,17 @@ class TrainConfig:
             if not ok:
                 raise ValueError(message)
         self.preprocess_config()   # fail at load time on a bad preprocessing override
+        self.augment_config()      # ... and on a bad augment option
+
+    def augment_config(self):
+        """The robustness options (``AugmentConfig``) or ``None`` when ``augment`` is off."""
+        if self.augment is None:
+            return None
+        from .data.augment import AugmentConfig
+        try:
+            return AugmentConfig.from_dict(self.augment)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f'augment: {exc}') from exc
 
     # ------------------------------------------------------------------------------------------ helpers
     @property

@@ -61,10 +61,12 @@ DATASET_CLASSES: dict[str, str] = {
     'ave': 'av_snn_training.data.ave:AVE',
     'us8k_av': 'av_snn_training.data.audio_image:UrbanSound8KAV',
     'cifar10_av': 'av_snn_training.data.audio_image:Cifar10AV',
+    'ravdess': 'av_snn_training.data.ravdess:Ravdess',
 }
 IMAGE_ROOT_DATASETS = ('us8k_av', 'cifar10_av')
 # Splits each data set defines itself (others get 'val' from a train holdout, see recipe.VAL_SPLITS).
-NATIVE_SPLITS: dict[str, tuple[str, ...]] = {'av_digits': ('train', 'val', 'test'), 'ave': ('train', 'val', 'test')}
+NATIVE_SPLITS: dict[str, tuple[str, ...]] = {'av_digits': ('train', 'val', 'test'), 'ave': ('train', 'val', 'test'),
+                                             'ravdess': ('train', 'val', 'test')}
 
 
 # ------------------------------------------------------------------------------------------- building
@@ -138,17 +140,33 @@ def build_dataset(cfg: TrainConfig, split: str, data_root: str | Path) -> Datase
     if cfg.dataset == 'av_digits':
         kwargs['protocol'] = cfg.protocol
         kwargs['speakers'] = cfg.test_speakers if split == 'test' else cfg.train_speakers
+    elif cfg.dataset == 'ravdess':   # fixed val actors; train/test actors may be overridden
+        kwargs['actors'] = {'test': cfg.test_speakers, 'train': cfg.train_speakers}.get(split)
     if split == 'train' and cfg.train_num is not None and not holdout:
         kwargs['num'] = cfg.train_num
     dataset = cls(data_root, **kwargs)
     if not holdout:
-        return dataset
+        return robust(dataset, cfg, split)
+    if cfg.augment is not None:
+        raise ValueError('augment needs a data set with its own val split (val_split: val)')
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(cfg.seed))
     n_val = max(1, int(round(cfg.val_fraction * len(dataset))))
     indices = order[:n_val] if split == 'val' else order[n_val:]
     if split == 'train' and cfg.train_num is not None:
         indices = indices[:cfg.train_num]
     return torch.utils.data.Subset(dataset, sorted(indices.tolist()))
+
+
+def robust(dataset: Dataset, cfg: TrainConfig, split: str) -> Dataset:
+    """``dataset`` wrapped in the robustness training of ``cfg.augment`` (unchanged when it is off):
+    augmented + idle windows for train, the fixed clean/noisy/idle calibration mix for val, the clean
+    items (with the ``none`` class in the labels) for test."""
+    aug = cfg.augment_config()
+    if aug is None:
+        return dataset
+    from .data.augment import RobustDataset
+    mode = {'train': 'train', 'val': 'val'}.get(split, 'clean')
+    return RobustDataset(dataset, dataset_labels(dataset), aug, mode, cfg.seed)
 
 
 class CachedDataset(Dataset):
@@ -611,10 +629,13 @@ def finish(cfg: TrainConfig, model: torch.nn.Module, labels: list[str], history:
     logit_scale = fit_logit_scale(val_pred.logits, val_pred.targets)
     calibration = {'logit_scale': logit_scale, 'split': 'val', 'samples': int(len(val_pred.targets)),
                    'val_ece_before': expected_calibration_error(val_pred.logits, val_pred.targets, 1.0),
-                   'val_ece_after': expected_calibration_error(val_pred.logits, val_pred.targets, logit_scale)}
+                   'val_ece_after': expected_calibration_error(val_pred.logits, val_pred.targets, logit_scale),
+                   'test_ece': expected_calibration_error(pred.logits, pred.targets, logit_scale)}
+    calibration.update(_acceptance(cfg, model, labels, val_pred, logit_scale))
     metrics = {
         'config': cfg.to_dict(), 'labels': labels, 'modality_heads': list(modality_heads(model)),
-        'calibration': calibration,
+        'modalities': list(getattr(model, 'modalities', ('audio', 'visual'))),
+        'calibration': calibration, 'energy': _energy(model, test_set, cfg),
         'data': {**(data_info or {}), **_data_description(cfg, test_set, data_root)},
         'parameters': sum(p.numel() for p in model.parameters()), 'history': history, 'best': best,
         'test': test, 'finished': True, 'git_revision': git_revision or _git_revision(),
@@ -632,6 +653,42 @@ def finish(cfg: TrainConfig, model: torch.nn.Module, labels: list[str], history:
     (card_path.parent / MODEL_CARD_MD).write_text(render_model_card(metrics, DATA_ATTRIBUTION.get(cfg.dataset)))
     (out_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+def _acceptance(cfg: TrainConfig, model: torch.nn.Module, labels: list[str], val_pred: Predictions,
+                logit_scale: float) -> dict[str, Any]:
+    """Per-modality temperatures and, for a model with the background class, the acceptance threshold,
+    all fitted on the validation split (with ``augment``: the clean/noisy/idle calibration mix)."""
+    from av_snn_ros.decision import NO_EVENT_LABEL
+    from .calibration import fit_accept_threshold, fit_logit_scale, softmax
+    out: dict[str, Any] = {}
+    heads = modality_heads(model)
+    if len(heads) > 1:
+        for m, logits in (('audio', val_pred.audio_logits), ('visual', val_pred.visual_logits)):
+            if m in heads:
+                out[f'{m}_logit_scale'] = fit_logit_scale(logits, val_pred.targets)
+    if cfg.augment is not None and labels[-1] == NO_EVENT_LABEL:
+        out['no_event_label'] = NO_EVENT_LABEL
+        out['accept_threshold'] = fit_accept_threshold(softmax(val_pred.logits, logit_scale), val_pred.targets,
+                                                       labels, NO_EVENT_LABEL)
+    return out
+
+
+ENERGY_WINDOWS = 16   # test windows whose mean firing rates give the per-window energy estimate
+
+
+def _energy(model: torch.nn.Module, test_set: Dataset, cfg: TrainConfig) -> dict[str, float] | None:
+    """Estimated energy per window (av_snn_ros.models.energy, 45 nm numbers) on the first test windows."""
+    from av_snn_ros.models.energy import estimate_energy
+    n = min(ENERGY_WINDOWS, len(test_set))
+    audio, visual, _ = next(iter(build_eval_loader(test_set, n)))
+    audio, visual = time_first(audio, visual)
+    device = next(model.parameters()).device
+    try:
+        return dict(estimate_energy(model.eval(), audio.to(device), visual.to(device)).summary())
+    except Exception as exc:   # an estimate is a report extra: never lose a finished run over it
+        log.warning('energy estimate failed: %s', exc)
+        return None
 
 
 def _data_description(cfg: TrainConfig, test_set: Dataset, data_root: Path) -> dict[str, Any]:
@@ -652,7 +709,14 @@ def _listed(value: Any) -> Any:
 DATA_ATTRIBUTION: dict[str, str] = {
     'av_digits': 'Free Spoken Digit Dataset (Jakobovski et al.), CC BY-SA 4.0; MNIST (LeCun, Cortes, Burges), '
                  'CC BY-SA 3.0',
+    'ravdess': 'RAVDESS (Livingstone & Russo 2018, PLoS ONE 13(5): e0196391, doi:10.5281/zenodo.1188976), '
+               'speech audio of actors 01-20, CC BY-NC-SA 4.0: NON-COMMERCIAL use only; models trained on it '
+               'inherit the non-commercial and share-alike conditions',
 }
+
+
+# Calibration results written into the card (perception contract, docs/models.md).
+CARD_CALIBRATION_KEYS = ('audio_logit_scale', 'visual_logit_scale', 'no_event_label', 'accept_threshold')
 
 
 def export_card(cfg: TrainConfig, model: torch.nn.Module, labels: list[str], metrics: dict[str, Any],
@@ -672,8 +736,15 @@ def export_card(cfg: TrainConfig, model: torch.nn.Module, labels: list[str], met
         data['attribution'] = DATA_ATTRIBUTION[cfg.dataset]
     training = {'recipe': cfg.replace(data_root=None).to_dict(), 'git_revision': metrics['git_revision'],
                 'created': metrics['created']}
+    calibration = metrics['calibration']
+    card_metrics['test_ece'] = calibration.get('test_ece')
+    if metrics.get('energy'):
+        card_metrics['energy_mj_per_window'] = metrics['energy']['energy_mj']
     extra = {'name': cfg.resolved_card_name(), 'metrics': card_metrics, 'training': training, 'data': data,
-             'logit_scale': metrics['calibration']['logit_scale'],
+             'logit_scale': calibration['logit_scale'],
+             **{k: calibration[k] for k in CARD_CALIBRATION_KEYS if k in calibration},
              'description': cfg.description or f'{cfg.model} trained on {cfg.dataset} ({cfg.protocol})'}
+    if metrics.get('modalities') and tuple(metrics['modalities']) != ('audio', 'visual'):
+        extra['modalities'] = list(metrics['modalities'])
     return Path(write_model_card(cfg.model, out_dir, labels, cfg.preprocess_config(),
                                  model_args=dict(cfg.model_args), state_dict=model.state_dict(), extra=extra))

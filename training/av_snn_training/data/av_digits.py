@@ -285,6 +285,17 @@ class AVDigits(torch.utils.data.Dataset):
             raise IndexError(f'index {i} out of range for {n} samples')
         return i % n
 
+    def utterance(self, i: int) -> np.ndarray:
+        """The whole recording of sample ``i`` at ``cfg.sample_rate`` (no window, no corruption)."""
+        native, rate = self._audio[self._index(i)]
+        return resample(native, rate, self.cfg.sample_rate)
+
+    def event(self, i: int) -> 'Event':
+        """The clean utterance and its MNIST image, for the robustness wrapper (data/augment.py)."""
+        from .augment import Event
+        i = self._index(i)
+        return Event(audio=self.utterance(i), image=self._images[self.image_indices[i]], label=self.recordings[i].digit)
+
     def raw(self, i: int) -> RawSample:
         """The raw audio window and camera image of sample ``i`` (protocol corruptions applied)."""
         i = self._index(i)

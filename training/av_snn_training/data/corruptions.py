@@ -14,7 +14,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-NOISE_KINDS = ('white', 'speech_shaped')
+NOISE_KINDS = ('white', 'speech_shaped')   # the noisy protocol's kinds (unchanged: its numbers depend on it)
+# Coloured noises for robustness training and idle windows: pink (1/f, fans, HVAC, rain) and brown
+# (1/f^2, rumble, traffic, room tone). Their spectra fall below COLOURED_NOISE_MIN_HZ no further.
+COLOURED_NOISE_KINDS = ('pink', 'brown')
+ALL_NOISE_KINDS = NOISE_KINDS + COLOURED_NOISE_KINDS
+COLOURED_NOISE_MIN_HZ = 20.0
 # Speech-shaped noise: flat below this corner frequency, falling 6 dB/octave above it, like the long-term
 # average spectrum of speech. It overlaps the formants, so it masks digits harder than white noise.
 SPEECH_NOISE_CORNER_HZ = 500.0
@@ -31,8 +36,8 @@ class AudioCorruption:
     kinds: tuple[str, ...] = NOISE_KINDS
 
     def __post_init__(self) -> None:
-        if not self.kinds or any(k not in NOISE_KINDS for k in self.kinds):
-            raise ValueError(f'noise kinds must be a non-empty subset of {NOISE_KINDS}, got {self.kinds}')
+        if not self.kinds or any(k not in ALL_NOISE_KINDS for k in self.kinds):
+            raise ValueError(f'noise kinds must be a non-empty subset of {ALL_NOISE_KINDS}, got {self.kinds}')
         if not np.isfinite(self.snr_db):
             raise ValueError('snr_db must be finite')
 
@@ -66,8 +71,12 @@ def noise(kind: str, n: int, sample_rate: int, rng: np.random.Generator) -> np.n
         freqs = np.fft.rfftfreq(n, d=1.0 / sample_rate)
         shape = 1.0 / np.sqrt(1.0 + (freqs / SPEECH_NOISE_CORNER_HZ) ** 2)   # first-order low-pass
         out = np.fft.irfft(np.fft.rfft(white) * shape, n=n)
+    elif kind in COLOURED_NOISE_KINDS:
+        freqs = np.maximum(np.fft.rfftfreq(n, d=1.0 / sample_rate), COLOURED_NOISE_MIN_HZ)
+        exponent = 0.5 if kind == 'pink' else 1.0        # amplitude ~ f^-1/2 (pink) or f^-1 (brown)
+        out = np.fft.irfft(np.fft.rfft(white) * freqs ** -exponent, n=n)
     else:
-        raise ValueError(f'unknown noise kind {kind!r}; use one of {NOISE_KINDS}')
+        raise ValueError(f'unknown noise kind {kind!r}; use one of {ALL_NOISE_KINDS}')
     power = float(np.mean(out ** 2))
     return (out / np.sqrt(max(power, np.finfo(np.float64).tiny))).astype(np.float32)
 

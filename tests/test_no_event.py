@@ -43,7 +43,7 @@ def test_decide_follows_the_contract(scores, no_event, threshold, expected):
 
 
 def test_decide_rejects_scores_that_do_not_match_the_labels():
-    with pytest.raises(ValueError, match='one score per label'):
+    with pytest.raises(ValueError, match='one probability per label'):
         decide(np.ones(2) / 2, BG_LABELS, 'none', 0.5)
 
 

@@ -211,8 +211,8 @@ def test_emotion_training_writes_an_audio_only_card_with_the_no_event_contract(r
     metrics = train(cfg, data_root=ravdess_root)
     card = ModelCard.load(tmp_path / 'run' / 'card')
     assert card.labels == [*EMOTIONS, NO_EVENT_LABEL] and card.modality_heads == ('audio',)
-    assert card.extra['no_event_label'] == NO_EVENT_LABEL and card.extra['modalities'] == ['audio']
-    assert 0.0 <= card.extra['accept_threshold'] <= 1.0
+    assert card.no_event_label == NO_EVENT_LABEL and card.modalities == ('audio',)
+    assert 0.0 <= card.accept_threshold <= 1.0
     assert metrics['data']['test_speakers'] == list(TEST_ACTORS) and metrics['energy']['energy_mj'] > 0
     assert 'RAVDESS' in card.extra['data']['attribution'] and 'NON-COMMERCIAL' in card.extra['data']['attribution']
     parser = argparse.ArgumentParser()
@@ -252,8 +252,8 @@ def test_shipped_emotion_card_is_small_complete_and_non_commercial():
     card = ModelCard.load(folder)
     card.verified_onnx()
     assert sum(p.stat().st_size for p in folder.iterdir()) <= 5 * 1024 * 1024
-    assert card.labels == [*EMOTIONS, NO_EVENT_LABEL] and card.extra['modalities'] == ['audio']
-    assert card.extra['no_event_label'] == NO_EVENT_LABEL and 0 <= card.extra['accept_threshold'] <= 1
+    assert card.labels == [*EMOTIONS, NO_EVENT_LABEL] and card.modalities == ('audio',)
+    assert card.no_event_label == NO_EVENT_LABEL and 0 <= card.accept_threshold <= 1
     assert card.preprocessing.window_s == 2.0 and 'non-commercial' in card.extra['license']
     text = (folder / 'MODEL_CARD.md').read_text()
     assert 'non-commercial' in text and 'Per-class recall' in text and 'scared' in text

@@ -81,13 +81,11 @@ class DecisionParams:
 
     @classmethod
     def from_card(cls, card: Any) -> 'DecisionParams':
-        extra = card.extra
+        """The card's own decision fields (``ModelCard`` parses and defaults them, as for the node)."""
         return cls(labels=list(card.labels), logit_scale=card.logit_scale,
-                   audio_logit_scale=extra.get('audio_logit_scale'), visual_logit_scale=extra.get('visual_logit_scale'),
-                   no_event_label=extra.get('no_event_label'),
-                   accept_threshold=float(extra.get('accept_threshold', 0.0)),
-                   conflict_threshold=float(extra.get('conflict_threshold', DEFAULT_CONFLICT_THRESHOLD)),
-                   heads=tuple(card.modality_heads))
+                   audio_logit_scale=card.audio_logit_scale, visual_logit_scale=card.visual_logit_scale,
+                   no_event_label=card.no_event_label, accept_threshold=float(card.accept_threshold),
+                   conflict_threshold=float(card.conflict_threshold), heads=tuple(card.modality_heads))
 
 
 # ------------------------------------------------------------------------------------------ windows

@@ -70,7 +70,7 @@ def render(card: Any, snn: dict, cnn: dict | None, metrics: dict, cnn_metrics: d
         'timesteps of a 32x32 log-mel slice (card.yaml `preprocessing`); no camera (`modalities: [audio]`) |',
         f'| Output | {", ".join(card.labels)}; `none` = no emotional speech (idle: silence, room tone, noise) |',
         f'| Decision | event only if the top class is not `none` and its calibrated probability >= '
-        f'`accept_threshold` = {card.extra.get("accept_threshold")}; `logit_scale` = {card.logit_scale:.4g} |',
+        f'`accept_threshold` = {card.accept_threshold}; `logit_scale` = {card.logit_scale:.4g} |',
         f'| Energy (45 nm estimate, per window) | {metrics["energy"]["energy_mj"] * 1e3:.2f} uJ '
         f'(firing rate {metrics["energy"]["firing_rate"]:.3f}) |', '',
         '## Labels and REP-155 (ROS4HRI)', '',

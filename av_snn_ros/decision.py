@@ -92,5 +92,5 @@ def is_conflict(audio_scores: np.ndarray | None, visual_scores: np.ndarray | Non
     pa, pv = _check(audio_scores, labels), _check(visual_scores, labels)
     background = no_event_index(labels, no_event_label)
     ka, kv = int(pa.argmax()), int(pv.argmax())
-    return (ka != kv and background not in (ka, kv)
-            and pa[ka] >= conflict_threshold and pv[kv] >= conflict_threshold)
+    return bool(ka != kv and background not in (ka, kv)
+                and pa[ka] >= conflict_threshold and pv[kv] >= conflict_threshold)

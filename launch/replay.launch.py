@@ -7,7 +7,8 @@ The classifier is robot.launch.py with the replay parameters (reliable QoS, deep
 dropped when the bag plays faster than real time); playback starts once, when the classifier first
 becomes active (a later deactivate/activate through ``ros2 lifecycle set`` pauses the classifier, it
 does not restart the bag). The launch ends by itself when playback ends. For bags recorded under other
-topic names pass ``image_topic:=`` / ``audio_topic:=``. For scoring against ground truth without a ROS
+topic names pass ``image_topic:=`` / ``audio_topic:=``. The classifier runs on bag time (``use_sim_time`` in
+config/replay.yaml, ``/clock`` from the player). For scoring against ground truth without a ROS
 installation use ``av-snn replay BAG --json OUT`` instead.
 """
 from pathlib import Path
@@ -27,7 +28,9 @@ def generate_launch_description():
     from av_snn_ros.ros.launch_support import shutdown_when_exited
 
     play = ExecuteProcess(
-        cmd=['ros2', 'bag', 'play', LaunchConfiguration('bag'), '--rate', LaunchConfiguration('rate')],
+        # --clock: the player publishes bag time on /clock; replay.yaml sets use_sim_time, so the
+        # classifier's stamp-to-publish latency is a latency, not the bag's age
+        cmd=['ros2', 'bag', 'play', LaunchConfiguration('bag'), '--rate', LaunchConfiguration('rate'), '--clock'],
         output='screen')
     return LaunchDescription([
         DeclareLaunchArgument('bag', description='bag folder to play'),

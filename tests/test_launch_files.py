@@ -209,6 +209,10 @@ def _flatten(tree: dict, prefix: str = '') -> set[str]:
     return names
 
 
+#: parameters every rclpy node declares itself
+RCLPY_PARAMETERS = {'use_sim_time'}
+
+
 def declared_parameters(node_name: str) -> set[str]:
     """Parameter names the node with ``node_name`` declares (from its spec table)."""
     if node_name == 'av_classifier':
@@ -230,7 +234,7 @@ def assert_params_file(path: str, node_name: str):
     assert matching, f'{path} has no section for node {node_name} (keys {list(data)})'
     for key in matching:
         names = _flatten(data[key]['ros__parameters'])
-        unknown = names - declared_parameters(node_name)
+        unknown = names - declared_parameters(node_name) - RCLPY_PARAMETERS
         assert not unknown, f'{path}: {node_name} does not declare {sorted(unknown)}'
 
 
@@ -349,7 +353,7 @@ def test_replay_launch(fake_launch):
     assert play_handler.kwargs['handle_once'] is True
     (play,) = play_handler.kwargs['entities']
     cmd = [resolve(c, {'bag': '/bags/demo', 'rate': defaults['rate']}) for c in play.kwargs['cmd']]
-    assert cmd == ['ros2', 'bag', 'play', '/bags/demo', '--rate', '1.0']
+    assert cmd == ['ros2', 'bag', 'play', '/bags/demo', '--rate', '1.0', '--clock']
     assert_shuts_down_on_exit(actions, play)           # the launch ends with the bag
     assert_shuts_down_on_exit(actions, node)
 

@@ -106,13 +106,13 @@ def test_replay_launch_plays_once_survives_reactivation_and_ends_with_the_bag(fa
         deadline = time.monotonic() + 30
         while not calls.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert calls.read_text().splitlines() == [f'bag play {bag} --rate 2.0']
+        assert calls.read_text().splitlines() == [f'bag play {bag} --rate 2.0 --clock']
 
         set_state(env, node, 'deactivate')
         set_state(env, node, 'activate')              # the classifier reaches active a second time
         wait_for_state(env, node, 'active', launch=launch)
         assert launch.proc.poll() is None, f'launch died on re-activation:\n{launch.output()[-3000:]}'
-        assert calls.read_text().splitlines() == [f'bag play {bag} --rate 2.0'], 'the bag was played twice'
+        assert calls.read_text().splitlines() == [f'bag play {bag} --rate 2.0 --clock'], 'the bag was played twice'
 
         stop.touch()                                  # the bag is over
         assert launch.wait(timeout=60) == 0, launch.output()[-3000:]

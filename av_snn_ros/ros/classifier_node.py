@@ -570,6 +570,7 @@ def main(args: list[str] | None = None) -> int:
         shutdown_node(node)
         executor.shutdown()
         rclpy.try_shutdown()
+        stop.finish()
     return code
 
 

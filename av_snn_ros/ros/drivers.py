@@ -38,4 +38,5 @@ def run_driver(make_node: Callable[[], object], name: str, args: list[str] | Non
             node.destroy_node()
         executor.shutdown()
         rclpy.try_shutdown()
+        stop.finish()
     return code

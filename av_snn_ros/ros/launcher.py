@@ -138,4 +138,5 @@ def main(args: argparse.Namespace) -> int:
             node.destroy_node()
         executor.shutdown()
         rclpy.try_shutdown()
+        stop.finish()
     return code

@@ -41,6 +41,17 @@ class StopRequest:
                 signal.signal(sig, self._on_signal)
         return self
 
+    def finish(self) -> None:
+        """Ignore SIGINT/SIGTERM from here on: the tear-down is done and the process only exits.
+
+        CPython's finalisation resets Python-level handlers to the default, so a second Ctrl-C landing
+        while extension modules unload (onnxruntime, torch: easily 100 ms) would kill the process with
+        SIGINT (exit -2, 2 of 120 double Ctrl-Cs); an ignored signal stays ignored through it.
+        """
+        if threading.current_thread() is threading.main_thread():
+            for sig in _SIGNALS:
+                signal.signal(sig, signal.SIG_IGN)
+
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.signal = signum
         self._event.set()

@@ -105,7 +105,9 @@ def test_classifications_equal_offline_evaluation(ros_context, card, card_path, 
     assert diag['backend'] == 'torch'
     assert diag['backend.native_kernels'].startswith('on (' if native else 'off')
     assert 'latency.inference_p50_s' in diag and 'latency.inference_p99_s' in diag
-    assert float(diag['rate.audio_hz']) > 0
+    # the rate is over the last 5 s: on a loaded machine the latest report may come after the audio ended
+    with probe.cond:
+        assert max(float(d.get('rate.audio_hz', 0)) for d in probe.diagnostics) > 0
     # energy per window from the model zoo's meter (torch backend)
     assert float(diag['energy.energy_mj']) > 0 and 0 < float(diag['energy.firing_rate']) < 1
 

@@ -23,7 +23,7 @@ from runtime_helpers import Probe, Spinner, audio_only_card, isolated, private_n
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEGMENTS = 4
 REPLAY = {'window.hop_s': 1.0, 'qos.sensor.reliability': 'reliable', 'qos.sensor.depth': 2000,
-          'inference.queue_size': 100, 'diagnostics.period_s': 0.2, 'backend.threads': 1}
+          'inference.queue_size': 100, 'backend.threads': 1}
 #: torch vs onnxruntime on the same input (export.PARITY_ATOL); torch vs torch agrees to rounding
 SCORE_ATOL = {'torch': 1e-5, 'onnxruntime': 1e-4}
 
@@ -98,7 +98,8 @@ def test_audio_only_card_runs_in_the_node_without_a_camera(ros_context, card, ca
 
 
 def _env() -> dict[str, str]:
-    return dict(os.environ, PYTHONUNBUFFERED='1',
+    # faulthandler: a crash of the child (e.g. at Ctrl-C) leaves its Python stacks in the log we print
+    return dict(os.environ, PYTHONUNBUFFERED='1', PYTHONFAULTHANDLER='1',
                 PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, 'training'), os.environ.get('PYTHONPATH', '')]))
 
 

@@ -23,7 +23,7 @@ from runtime_helpers import Probe, Spinner, audio_only_card, isolated, private_n
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEGMENTS = 4
 REPLAY = {'window.hop_s': 1.0, 'qos.sensor.reliability': 'reliable', 'qos.sensor.depth': 2000,
-          'inference.queue_size': 100, 'backend.threads': 1}
+          'inference.queue_size': 100, 'diagnostics.period_s': 0.2, 'backend.threads': 1}
 #: torch vs onnxruntime on the same input (export.PARITY_ATOL); torch vs torch agrees to rounding
 SCORE_ATOL = {'torch': 1e-5, 'onnxruntime': 1e-4}
 

@@ -153,7 +153,7 @@ def test_accept_threshold_parameter_negative_means_the_card():
 POOL = 16
 SEGMENTS = 5
 REPLAY = {'window.hop_s': 1.0, 'qos.sensor.reliability': 'reliable', 'qos.sensor.depth': 2000,
-          'inference.queue_size': 100, 'backend.name': 'torch',
+          'inference.queue_size': 100, 'diagnostics.period_s': 0.2, 'backend.name': 'torch',
           'backend.threads': 1, 'window.max_buffer_s': 30.0, 'window.modality_timeout_s': 20.0}
 #: node and offline scores agree to float32 rounding (test_ros_classifier); a threshold this far from
 #: every window's top probability decides the same on both

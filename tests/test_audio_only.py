@@ -98,7 +98,8 @@ def test_audio_only_card_runs_in_the_node_without_a_camera(ros_context, card, ca
 
 
 def _env() -> dict[str, str]:
-    return dict(os.environ, PYTHONUNBUFFERED='1',
+    # faulthandler: a crash of the child (e.g. at Ctrl-C) leaves its Python stacks in the log we print
+    return dict(os.environ, PYTHONUNBUFFERED='1', PYTHONFAULTHANDLER='1',
                 PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, 'training'), os.environ.get('PYTHONPATH', '')]))
 
 

@@ -2,6 +2,9 @@
 would deliver it (camera frames at a fixed rate, 20 ms audio chunks, consecutive 1 s utterances)."""
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +15,36 @@ from av_snn_ros.preprocessing import PreprocessConfig, preprocess_window
 LABELS = [str(d) for d in range(10)]
 CARD_MODEL = 'misnet_tiny'
 NS_PER_S = 1_000_000_000
+REPO = Path(__file__).resolve().parent.parent
+
+
+def source_env(repo: Path = REPO) -> dict[str, str]:
+    """Environment of a child process that runs this checkout's source (not the installed package).
+
+    Unbuffered output and faulthandler: a crash of the child (e.g. at Ctrl-C) leaves its Python stacks
+    in the output the test prints.
+    """
+    return dict(os.environ, PYTHONUNBUFFERED='1', PYTHONFAULTHANDLER='1',
+                PYTHONPATH=os.pathsep.join([str(repo), str(repo / 'training'), os.environ.get('PYTHONPATH', '')]))
+
+
+@contextlib.contextmanager
+def child_process(cmd: list[str], log_path: Path):
+    """``cmd`` in its own process (output to ``log_path``); yields ``(proc, output)`` where ``output``
+    is a list that holds the child's whole output once the block ends. The child is killed if it is
+    still running then, and its output is printed (pytest shows it when the test fails)."""
+    output: list[str] = []
+    with open(log_path, 'w+') as log:
+        proc = subprocess.Popen(cmd, env=source_env(), stdout=log, stderr=subprocess.STDOUT)
+        try:
+            yield proc, output
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            log.seek(0)
+            output.append(log.read())
+            print(f'--- {" ".join(cmd[2:4])} output ---\n{output[0]}')
 
 
 def calibrated_on_real_windows(name: str, data_root: Path, batch: int):

@@ -18,7 +18,8 @@ from av_snn_ros.model_card import ModelCard
 from av_snn_ros.prediction import softmax
 from av_snn_ros.preprocessing import preprocess_window
 from av_snn_ros.ros.conversions import stamp_to_ns
-from runtime_helpers import Probe, Spinner, audio_only_card, isolated, private_namespace, recording, robot_stream
+from runtime_helpers import (Probe, Spinner, audio_only_card, child_process, isolated, private_namespace,
+                             recording, robot_stream, source_env)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEGMENTS = 4
@@ -97,21 +98,13 @@ def test_audio_only_card_runs_in_the_node_without_a_camera(ros_context, card, ca
     assert not any('image' in d['_message'] for d in diagnostics), [d['_message'] for d in diagnostics]
 
 
-def _env() -> dict[str, str]:
-    # faulthandler: a crash of the child (e.g. at Ctrl-C) leaves its Python stacks in the log we print
-    return dict(os.environ, PYTHONUNBUFFERED='1', PYTHONFAULTHANDLER='1',
-                PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, 'training'), os.environ.get('PYTHONPATH', '')]))
-
-
 def test_av_snn_run_card_audio_only(ros_context, card, card_path, rec, audio_events, expected_scores, tmp_path):
     """``av-snn run --card DIR`` in its own process: audio in, Classification out, no image subscription."""
     ns = private_namespace('audio_only')
     cmd = [sys.executable, '-m', 'av_snn_ros.cli', 'run', '--classifier-only', '--card', str(card_path.parent),
            '--params-file', os.path.join(REPO, 'config', 'replay.yaml'), '--namespace', ns,
            '-p', 'window.hop_s:=1.0', '-p', 'backend.name:=onnxruntime']
-    log = open(tmp_path / 'node.log', 'w+')
-    proc = subprocess.Popen(cmd, env=_env(), stdout=log, stderr=subprocess.STDOUT)
-    try:
+    with child_process(cmd, tmp_path / 'node.log') as (proc, output):
         probe = Probe(ros_context, namespace=ns)
         with Spinner(ros_context, probe.node):
             probe.wait_for_subscribers(timeout=120, image=False)    # the child imports torch, loads the model
@@ -121,15 +114,7 @@ def test_av_snn_run_card_audio_only(ros_context, card, card_path, rec, audio_eve
                            what='classifications from the other process')
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        log.seek(0)
-        output = log.read()
-        log.close()
-        print(f'--- av-snn run output ---\n{output}')      # shown by pytest when the test fails
-    assert 'Traceback' not in output, output
+    assert 'Traceback' not in output[0], output[0]
     _check_messages(probe.classifications, card, rec, expected_scores, SCORE_ATOL['onnxruntime'])
 
 
@@ -140,7 +125,7 @@ def test_demo_with_an_audio_only_card_needs_no_camera(card_path, tmp_path):
                       .replace("device: ''", "device: 'no such microphone'")
                       .replace("device: '0'", "device: '/nonexistent/camera.avi'"))
     proc = subprocess.run([sys.executable, '-m', 'av_snn_ros.cli', 'run', '--demo', '--card', str(card_path),
-                           '--params-file', str(params)], env=_env(), capture_output=True, text=True, timeout=120)
+                           '--params-file', str(params)], env=source_env(), capture_output=True, text=True, timeout=120)
     err = proc.stderr + proc.stdout
     assert proc.returncode == 1, err
     assert '--demo needs a microphone:' in err and 'microphone:' in err

@@ -6,7 +6,6 @@ on this checkout's source), fed over real DDS from this test process, observed f
 """
 from __future__ import annotations
 
-import os
 import random
 import signal
 import struct
@@ -25,6 +24,7 @@ import pytest
 
 from av_snn_ros.ros import conversions
 from av_snn_ros.ros.conversions import MessageError, compressed_image_to_array
+from runtime_helpers import source_env
 
 REPO = Path(__file__).resolve().parent.parent
 NODE = [sys.executable, '-m', 'av_snn_ros.ros.classifier_node']
@@ -34,11 +34,6 @@ RUN_SIGINT_RUNS = 20
 PARALLEL = 4
 START_TIMEOUT_S = 60.0
 EXIT_TIMEOUT_S = 15.0
-
-
-def _env() -> dict[str, str]:
-    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / 'training'),
-                                                        os.environ.get('PYTHONPATH', '')]))
 
 
 def png_bomb(width: int, height: int) -> bytes:
@@ -134,7 +129,7 @@ class NodeProcess:
             # the fully qualified status name tells this node's /diagnostics from other tests' nodes
             for p in ('autostart:=true', 'diagnostic_updater.use_fqn:=true', *params):
                 argv += ['-p', p]
-        self.proc = subprocess.Popen(argv, env=_env(), cwd=REPO, stdout=subprocess.PIPE,
+        self.proc = subprocess.Popen(argv, env=source_env(REPO), cwd=REPO, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True)
         self.lines: list[str] = []
         self.active = threading.Event()

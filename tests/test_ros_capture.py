@@ -17,15 +17,11 @@ from av_snn_ros.ros import qos
 from av_snn_ros.ros.conversions import audio_to_array, compressed_image_to_array, image_to_array, stamp_to_ns
 from av_snn_ros.ros.drivers import DeviceError
 from av_snn_ros.ros.microphone_node import ChunkStamper
-from runtime_helpers import DEFAULT_TIMEOUT_S, Spinner, private_namespace
+from runtime_helpers import DEFAULT_TIMEOUT_S, Spinner, private_namespace, source_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NS = 1_000_000_000
 
-
-def _env():
-    return dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, 'training'),
-                                                        os.environ.get('PYTHONPATH', '')]))
 
 
 class _Collector:
@@ -104,7 +100,7 @@ def test_camera_publishes_every_frame_of_a_video_file(ros_context, video, compre
 
 def test_camera_missing_device_is_one_clear_error():
     proc = subprocess.run([sys.executable, '-m', 'av_snn_ros.ros.camera_node', '--ros-args',
-                           '-p', 'device:=/nonexistent/video.avi'], env=_env(), capture_output=True,
+                           '-p', 'device:=/nonexistent/video.avi'], env=source_env(), capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 1
     err = proc.stderr + proc.stdout
@@ -232,7 +228,7 @@ def test_microphone_without_portaudio_is_one_clear_error():
         pytest.skip('PortAudio and sounddevice are available here')
     except (ImportError, OSError):
         pass
-    proc = subprocess.run([sys.executable, '-m', 'av_snn_ros.ros.microphone_node'], env=_env(),
+    proc = subprocess.run([sys.executable, '-m', 'av_snn_ros.ros.microphone_node'], env=source_env(),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     err = proc.stderr + proc.stdout
@@ -247,7 +243,7 @@ def test_demo_without_devices_names_what_is_missing(tmp_path):
                        .replace("device: ''", "device: 'no such microphone'")
                        .replace("device: '0'", "device: '/nonexistent/camera.avi'")))
     proc = subprocess.run([sys.executable, '-m', 'av_snn_ros.cli', 'run', '--demo', '--params-file', str(params)],
-                          env=_env(), capture_output=True, text=True, timeout=120)
+                          env=source_env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     err = proc.stderr + proc.stdout
     assert 'needs a microphone and a camera' in err

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import threading
 
@@ -15,7 +14,7 @@ from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.node import Node
 
 from av_snn_ros.model_card import ModelCard
-from runtime_helpers import (DEFAULT_TIMEOUT_S, Probe, Spinner, classifier, isolated, make_card,
+from runtime_helpers import (DEFAULT_TIMEOUT_S, Probe, Spinner, child_process, classifier, isolated, make_card,
                              private_namespace, recording, robot_stream)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -136,9 +135,6 @@ def test_shipped_params_files_configure(ros_context, card_path, name):
 def test_av_snn_run_classifier_in_its_own_process(ros_context, card_path, events, tmp_path):
     """Cross-process: `av-snn run --classifier-only` with remapped topics, classifications received,
     Ctrl-C exits cleanly with status 0."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, 'training'),
-                                                      os.environ.get('PYTHONPATH', '')]),
-               PYTHONUNBUFFERED='1')
     ns = private_namespace('robot')
     cmd = [sys.executable, '-m', 'av_snn_ros.cli', 'run', '--classifier-only',
            '--params-file', os.path.join(REPO, 'config', 'replay.yaml'),
@@ -146,9 +142,7 @@ def test_av_snn_run_classifier_in_its_own_process(ros_context, card_path, events
            '-p', f'model.card:={card_path}', '-p', 'window.hop_s:=1.0', '-p', 'window.max_buffer_s:=30.0',
            '-p', 'window.modality_timeout_s:=20.0',
            '-p', 'backend.name:=onnxruntime']
-    log = open(tmp_path / 'node.log', 'w+')
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
+    with child_process(cmd, tmp_path / 'node.log') as (proc, output):
         probe = Probe(ros_context, namespace=ns)
         # the probe publishes on the remapped absolute topics; the node lives in the namespace
         from av_snn_msgs.msg import AudioChunk, Classification
@@ -165,15 +159,7 @@ def test_av_snn_run_classifier_in_its_own_process(ros_context, card_path, events
                            what='classifications from the other process')
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        log.seek(0)
-        output = log.read()
-        log.close()
-        print(f'--- av-snn run output ---\n{output}')      # shown by pytest when the test fails
-    assert 'Traceback' not in output, output
+    assert 'Traceback' not in output[0], output[0]
     assert all(m.model_name for m in probe.classifications)
 
 
